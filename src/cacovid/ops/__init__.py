@@ -1,0 +1,26 @@
+"""Torch-only token-selection primitives shared by CaCoVID's selection/training and the baselines.
+
+Everything here works on plain tensors (no prompts, no models), so it can be tested by hand and reused
+by any selector: even spreading (`fill`), per-frame budget allocation (`budget`), density-peak
+diversity scoring (`density`), per-row top-k masks (`topk`) and feature merging (`merge`).
+"""
+
+from cacovid.ops.budget import allocate, even_frame_budgets
+from cacovid.ops.density import dpc_knn_scores, dpc_knn_scores_batched, dpc_knn_select, dpc_knn_select_batched
+from cacovid.ops.fill import even_fill, even_fill_rows, uniform_indices
+from cacovid.ops.merge import merge_assigned
+from cacovid.ops.topk import topk_rows_mask
+
+__all__ = [
+    "allocate",
+    "dpc_knn_scores",
+    "dpc_knn_scores_batched",
+    "dpc_knn_select",
+    "dpc_knn_select_batched",
+    "even_fill",
+    "even_fill_rows",
+    "even_frame_budgets",
+    "merge_assigned",
+    "topk_rows_mask",
+    "uniform_indices",
+]
