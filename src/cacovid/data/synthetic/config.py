@@ -1,0 +1,261 @@
+"""The synthetic world's knobs, and the one parser for `--world KEY=VALUE,...` strings.
+
+Every command that uses the world takes the same override string, so parsing and validation live
+here: a typo in a key or a value that would make the world impossible to generate fails at once with
+a message that names it, instead of deep inside scene sampling.
+
+Override syntax: `KEY=VALUE` pairs separated by commas. Tuple values (ranges, family lists) separate
+their parts with a colon: `frames=8,target_size=14:20,families=color:shape`. A one-part range such
+as `target_frames=3` means "exactly 3" (the same as `3:3`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "EVIDENCE_MIN_FRACTION",
+    "FAMILIES",
+    "MAX_FRAMES",
+    "SPLIT_STRIDE",
+    "WorldConfig",
+    "parse_world_overrides",
+]
+
+FAMILIES: tuple[str, ...] = ("color", "shape", "motion", "order", "count")
+MAX_FRAMES = 64
+# Item seeds of different splits lie this far apart, so `seed_offset + index` must stay below it.
+SPLIT_STRIDE = 10**9
+# A token cell holds an object when at least this fraction of its pixels are that object's pixels.
+EVIDENCE_MIN_FRACTION = 0.10
+
+
+def parse_world_overrides(text: str | None) -> dict[str, str]:
+    """'frames=8,target_size=14:20' -> {'frames': '8', 'target_size': '14:20'}.
+
+    Only splits the text; `WorldConfig.with_overrides` checks keys and values. Empty text gives {}.
+    """
+    if text is None or not text.strip():
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"empty entry in world overrides {text!r} (stray comma?)")
+        if "=" not in part:
+            raise ValueError(f"world override {part!r} must look like KEY=VALUE")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if not key:
+            raise ValueError(f"world override {part!r} has an empty key")
+        if key in out:
+            raise ValueError(f"world override key {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _int(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"world override {key}={text!r}: expected an integer") from None
+
+
+def _float(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"world override {key}={text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"world override {key}={text!r}: expected a finite number")
+    return value
+
+
+def _int_range(key: str, text: str) -> tuple[int, int]:
+    parts = text.split(":")
+    if len(parts) == 1:
+        value = _int(key, parts[0])
+        return (value, value)
+    if len(parts) != 2:
+        raise ValueError(f"world override {key}={text!r}: expected LOW:HIGH, e.g. 12:18")
+    return (_int(key, parts[0]), _int(key, parts[1]))
+
+
+def _names(key: str, text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(":"))
+    if not all(names):
+        raise ValueError(f"world override {key}={text!r}: expected names separated by ':'")
+    return names
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """How the synthetic sparse-evidence world is generated (see `data/synthetic/__init__.py`).
+
+    - `frames`, `frame_size`: video length and square frame side in pixels.
+    - `token_grid`: token cells per side; each cell is `frame_size // token_grid` pixels square,
+      matching the toy model's video tokens (default 7x7 cells of 16x16 px, 784 tokens).
+    - `num_distractors`, `num_salient`: objects present in every frame; `num_salient` of them are
+      large, bright and outlined, with `distractor_salience` in [0, 1] scaling how much.
+    - `target_size`: (low, high) side of a target's bounding box in pixels.
+    - `target_frames`: (low, high) number of frames a target is visible in (the `count` family
+      extends the high end to low + 3 so its four consecutive options are all possible answers).
+    - `seed_offset`: shifts every item seed, giving a fresh world with the same statistics.
+    - `families`: the question families generated, assigned round-robin by item index.
+    """
+
+    frames: int = 16
+    frame_size: int = 112
+    token_grid: int = 7
+    num_distractors: int = 5
+    distractor_salience: float = 1.0
+    num_salient: int = 2
+    target_size: tuple[int, int] = (14, 20)
+    target_frames: tuple[int, int] = (3, 5)
+    seed_offset: int = 0
+    families: tuple[str, ...] = field(default=FAMILIES)
+
+    def __post_init__(self) -> None:
+        # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
+        object.__setattr__(self, "target_size", tuple(self.target_size))
+        object.__setattr__(self, "target_frames", tuple(self.target_frames))
+        object.__setattr__(self, "families", tuple(self.families))
+        self._validate()
+
+    # ---- validation ---------------------------------------------------------------------------
+    def _validate(self) -> None:
+        for name in ("frames", "frame_size", "token_grid", "num_distractors", "num_salient", "seed_offset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"world config {name} must be an integer, got {value!r}")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"world config frames must be in [2, {MAX_FRAMES}], got {self.frames}")
+        if self.token_grid < 1:
+            raise ValueError(f"world config token_grid must be >= 1, got {self.token_grid}")
+        if not 8 <= self.frame_size <= 1024 or self.frame_size % self.token_grid:
+            raise ValueError(
+                f"world config frame_size must be in [8, 1024] and divisible by token_grid="
+                f"{self.token_grid}, got {self.frame_size}"
+            )
+        if not 0 <= self.num_distractors <= 32:
+            raise ValueError(f"world config num_distractors must be in [0, 32], got {self.num_distractors}")
+        if not 0 <= self.num_salient <= self.num_distractors:
+            raise ValueError(
+                f"world config num_salient must be in [0, num_distractors={self.num_distractors}], "
+                f"got {self.num_salient}"
+            )
+        if not isinstance(self.distractor_salience, (int, float)) or not (
+            0.0 <= self.distractor_salience <= 1.0
+        ):
+            raise ValueError(
+                f"world config distractor_salience must be in [0, 1], got {self.distractor_salience!r}"
+            )
+        lo, hi = self._pair("target_size")
+        if not 4 <= lo <= hi <= self.frame_size // 2:
+            raise ValueError(
+                f"world config target_size must satisfy 4 <= low <= high <= frame_size/2="
+                f"{self.frame_size // 2}, got {self.target_size}"
+            )
+        lo, hi = self._pair("target_frames")
+        if not 1 <= lo <= hi <= self.frames:
+            raise ValueError(
+                f"world config target_frames must satisfy 1 <= low <= high <= frames={self.frames}, "
+                f"got {self.target_frames}"
+            )
+        if not 0 <= self.seed_offset < SPLIT_STRIDE:
+            raise ValueError(
+                f"world config seed_offset must be in [0, {SPLIT_STRIDE}), got {self.seed_offset}"
+            )
+        if not self.families:
+            raise ValueError("world config families must name at least one family")
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"world config families: unknown {unknown}, known families are {FAMILIES}")
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"world config families lists a family twice: {self.families}")
+        if "count" in self.families and self.count_range[1] > self.frames:
+            raise ValueError(
+                f"the count family needs frames >= target_frames low + 3 = {self.count_range[1]}, "
+                f"got frames={self.frames}"
+            )
+        if "order" in self.families and 2 * self.target_frames[0] > self.frames:
+            raise ValueError(
+                f"the order family needs frames >= 2 * target_frames low = {2 * self.target_frames[0]}, "
+                f"got frames={self.frames}"
+            )
+        if "motion" in self.families and self.target_frames[1] < 2:
+            raise ValueError("the motion family needs target_frames high >= 2 (motion must be visible)")
+
+    def _pair(self, name: str) -> tuple[int, int]:
+        value = getattr(self, name)
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"world config {name} must be a pair of integers, got {value!r}")
+        return value
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def cell_size(self) -> int:
+        """Side of one token cell in pixels."""
+        return self.frame_size // self.token_grid
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.token_grid * self.token_grid
+
+    @property
+    def num_tokens(self) -> int:
+        return self.frames * self.tokens_per_frame
+
+    @property
+    def evidence_min_pixels(self) -> int:
+        """Pixels of an object a cell needs to count as holding it (EVIDENCE_MIN_FRACTION of a cell)."""
+        return max(1, math.ceil(EVIDENCE_MIN_FRACTION * self.cell_size * self.cell_size - 1e-9))
+
+    @property
+    def count_range(self) -> tuple[int, int]:
+        """Possible answers of the `count` family: at least four consecutive values."""
+        lo, hi = self.target_frames
+        return (lo, max(hi, lo + 3))
+
+    # ---- overrides and serialisation ----------------------------------------------------------
+    def with_overrides(self, overrides: dict[str, str] | str | None) -> WorldConfig:
+        """A copy with CLI-style string values applied (see the module docstring for the syntax).
+
+        Raises ValueError naming an unknown key or a value that does not parse or validate.
+        """
+        if overrides is None:
+            return self
+        if isinstance(overrides, str):
+            overrides = parse_world_overrides(overrides)
+        known = {f.name for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, text in overrides.items():
+            if key not in known:
+                raise ValueError(f"unknown world config key {key!r}; known keys: {sorted(known)}")
+            text = str(text).strip()
+            if key == "distractor_salience":
+                changes[key] = _float(key, text)
+            elif key in ("target_size", "target_frames"):
+                changes[key] = _int_range(key, text)
+            elif key == "families":
+                changes[key] = _names(key, text)
+            else:
+                changes[key] = _int(key, text)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists), as stored in result files."""
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldConfig:
+        """Inverse of `to_dict`; unknown keys are an error (they mean a different world)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown world config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
