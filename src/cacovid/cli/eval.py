@@ -1,0 +1,259 @@
+"""`cacovid eval` and `cacovid report`: evaluate token selectors on a video LLM, then report.
+
+`eval` runs {methods} × {ratios} × {items} through `cacovid.evaluate.harness` into `--out DIR`
+(items.jsonl, run.json, summary.json; resumable: run the same command again to finish an interrupted
+run), optionally measures efficiency (efficiency.json) and writes the report. `report` turns any
+results directory into report.md + PNGs.
+
+The commands are plain functions (`eval_command`, `report_command`) so the main app can mount them
+with `app.command("eval")(eval_command)`; `app` here is a stand-alone Typer app holding both.
+Heavy imports (torch, transformers) happen inside the commands, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+_WORLD_HELP = (
+    "World overrides KEY=VALUE[,KEY=VALUE…] (--data synthetic only), e.g. frames=8,num_distractors=3"
+)
+
+
+def _parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"ratios must be numbers like 0.25,0.1, got {text!r}", param_hint="--ratios"
+        ) from None
+    if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+        raise typer.BadParameter(f"ratios must lie in (0, 1], got {text!r}", param_hint="--ratios")
+    return ratios
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise typer.BadParameter(f"dtype must be one of {', '.join(table)}", param_hint="--dtype")
+    return table[name]
+
+
+def _summary_table(summary: dict):
+    """The summary as a compact rich table (fits 80 columns)."""
+    from rich import box
+    from rich.table import Table
+
+    title = f"{summary.get('model')} on {summary.get('dataset')} ({summary.get('n_items')} items)"
+    table = Table(
+        title=title,
+        caption="err = pipeline errors + unparsable answers (both count as wrong)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for col in ("method", "ratio", "FLOP-eq", "n", "acc%", "%full", "recall%", "kept", "ms", "err"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+
+    def fmt(x, spec="{:.1f}", scale=1.0):
+        return "–" if x is None else spec.format(scale * x)
+
+    for r in summary["rows"]:
+        table.add_row(
+            r["method"],
+            f"{100 * r['ratio']:g}%",
+            fmt(r.get("flop_equivalent_ratio"), "{:.0f}%", 100),
+            str(r["n"]),
+            fmt(r["accuracy"], scale=100),
+            fmt(r.get("pct_of_full")),
+            fmt(r.get("evidence_recall"), scale=100),
+            fmt(r.get("kept_tokens_mean"), "{:.0f}"),
+            fmt(r.get("compression_ms"), "{:.1f}"),
+            f"{r.get('n_errors', 0)}+{r.get('n_unparsable', 0)}",
+        )
+    return table
+
+
+def eval_command(
+    model: Annotated[
+        str, typer.Option("--model", help='Video LLM: "toy" or a checkpoint directory / hub id.')
+    ] = "toy",
+    data: Annotated[
+        str, typer.Option("--data", help='"synthetic" or a Video-R1 style JSON file.')
+    ] = "synthetic",
+    split: Annotated[str, typer.Option("--split", help="Synthetic split: train, val or test.")] = "test",
+    world: Annotated[str, typer.Option("--world", help=_WORLD_HELP)] = "",
+    methods: Annotated[
+        str, typer.Option("--methods", help='Comma list of selector names, or "all".')
+    ] = "all",
+    ratios: Annotated[
+        str, typer.Option("--ratios", help="Comma list of retention ratios in (0, 1].")
+    ] = "0.25,0.1",
+    n: Annotated[
+        int | None,
+        typer.Option("--n", min=1, help="Items: the first n (default 100 synthetic, a whole file)."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Saved CaCoVID policy (needed for cacovid).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Results directory (resumed if it exists).")] = Path(
+        "eval-results"
+    ),
+    efficiency: Annotated[
+        bool, typer.Option("--efficiency/--no-efficiency", help="Also write efficiency.json.")
+    ] = True,
+    efficiency_items: Annotated[
+        int, typer.Option("--efficiency-items", min=1, help="Items timed for efficiency.")
+    ] = 3,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Timed repeats per (method, ratio, item).")
+    ] = 5,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Items per batched generate call.")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Greedy answer length.")] = 8,
+    references: Annotated[
+        bool, typer.Option("--references/--no-references", help="Add full, blind, oracle.")
+    ] = True,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Recompute rows that hit a pipeline error.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help='"auto", "cpu", "cuda", "cuda:1", …')] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.md and PNGs at the end.")
+    ] = True,
+) -> None:
+    """Evaluate methods × ratios × items; write items.jsonl, summary.json (and efficiency.json)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cacovid.evaluate import EvalConfig, Harness, build_methods, measure_efficiency, parse_methods
+    from cacovid.evaluate.report import build_report
+    from cacovid.evaluate.sources import source_from_args
+    from cacovid.models import load_video_llm
+
+    console = Console()
+    ratio_list = _parse_ratios(ratios)
+    try:
+        names = parse_methods(methods, references=references, policy=policy is not None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--methods") from exc
+    try:
+        source = source_from_args(data, split=split, world=world or None, n=n)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data/--world/--split") from exc
+    torch_dtype = _dtype(dtype)
+    try:
+        adapter = load_video_llm(model, device=_device(device), dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot load model {model!r}:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    try:
+        built = build_methods(names, adapter, policy=str(policy) if policy else None, seed=seed)
+        config = EvalConfig(
+            ratios=ratio_list,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            retry_errors=retry_errors,
+        )
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+    columns = (
+        TextColumn("[bold]eval[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("eval", total=source.n, status="")
+        errors = [0]
+
+        def on_item(event) -> None:
+            errors[0] += sum(1 for r in event.rows if r.get("error_kind") not in (None, "unparsable"))
+            status = "resumed" if event.skipped else f"{len(event.rows)} rows"
+            progress.update(task, advance=1, status=f"{event.item_id}: {status}, {errors[0]} errors")
+
+        try:
+            harness = Harness(adapter, source, built, out, config, model=model, on_item=on_item)
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        summary = harness.run_all()
+    console.print(_summary_table(summary))
+    console.print(f"{harness.n_computed} rows computed; results in {out}")
+
+    if efficiency:
+        items = []
+        for item in source.items():
+            items.append(item)
+            if len(items) >= efficiency_items:
+                break
+        console.print(f"measuring efficiency on {len(items)} items × {repeats} repeats …")
+        eff = measure_efficiency(
+            adapter, items, built, ratio_list, repeats=repeats, seed=seed, model=model, out=out
+        )
+        for failed in eff["failed"]:
+            console.print(
+                f"[yellow]efficiency not measured for {failed['method']}@{failed['ratio']}:[/yellow] "
+                f"{failed['error']}"
+            )
+    if report:
+        files = build_report(out)
+        console.print(f"report: {files.markdown}")
+
+
+def report_command(
+    results: Annotated[Path, typer.Argument(help="A results directory written by `cacovid eval`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the report (default: RESULTS).")
+    ] = None,
+    items: Annotated[
+        str, typer.Option("--items", help="Comma list of item ids for heat-maps (default: first few).")
+    ] = "",
+    n_items: Annotated[
+        int, typer.Option("--n-items", min=0, help="Heat-map items when --items is not given.")
+    ] = 2,
+    note: Annotated[str, typer.Option("--note", help="A paragraph placed under the report's title.")] = "",
+) -> None:
+    """Write report.md, accuracy_vs_retention.png and token heat-maps for RESULTS."""
+    from rich.console import Console
+
+    from cacovid.evaluate.report import build_report
+
+    console = Console()
+    chosen = [s.strip() for s in items.split(",") if s.strip()] or None
+    try:
+        files = build_report(results, out, items=chosen, n_heatmap_items=n_items, note=note or None)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"report: {files.markdown}")
+    if files.plot:
+        console.print(f"plot: {files.plot}")
+    for p in files.heatmaps:
+        console.print(f"heat-map: {p}")
+
+
+app.command("eval")(eval_command)
+app.command("report")(report_command)
