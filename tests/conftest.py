@@ -1,0 +1,79 @@
+"""Shared, session-scoped fixtures: tiny random-weight video LLMs of every supported family.
+
+Models are small (text hidden 64, 2 layers; vision hidden 64, 2 layers) but use the real HF classes
+and processors, with the default 112 px frames -> 7x7 = 49 tokens per (temporal) frame. They are
+frozen; fixtures hand out adapters that tests must not modify.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
+from cacovid.models.qwen2_vl import Qwen2_5_VLVideoLLM, Qwen2VLVideoLLM
+from cacovid.models.tiny import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_qwen2_vl
+
+torch.set_num_threads(1)  # the machine is shared: small models gain little from threads
+
+TINY_WORDS = ["red", "green", "blue", "square", "circle", "moves", "left", "right", "color", "shape"]
+TINY_SIZES = dict(text_hidden=64, text_layers=2, heads=4, kv_heads=2, vision_hidden=64, vision_layers=2)
+FAMILIES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl")
+
+_BUILDERS = {
+    "llava_onevision": (tiny_llava_onevision, LlavaOneVisionVideoLLM),
+    "qwen2_vl": (tiny_qwen2_vl, Qwen2VLVideoLLM),
+    "qwen2_5_vl": (tiny_qwen2_5_vl, Qwen2_5_VLVideoLLM),
+}
+_CACHE: dict[str, object] = {}
+
+
+def tiny_video_llm(family: str):
+    """A cached tiny adapter of `family` (built once per test session)."""
+    if family not in _CACHE:
+        build, adapter = _BUILDERS[family]
+        model, processor = build(TINY_WORDS, seed=0, **TINY_SIZES)
+        _CACHE[family] = adapter(model, processor, name_or_path=f"tiny-{family}")
+    return _CACHE[family]
+
+
+@pytest.fixture(scope="session")
+def tiny_words() -> list[str]:
+    return list(TINY_WORDS)
+
+
+@pytest.fixture(scope="session")
+def llava_llm() -> LlavaOneVisionVideoLLM:
+    return tiny_video_llm("llava_onevision")
+
+
+@pytest.fixture(scope="session")
+def qwen2_vl_llm() -> Qwen2VLVideoLLM:
+    return tiny_video_llm("qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def qwen2_5_vl_llm() -> Qwen2_5_VLVideoLLM:
+    return tiny_video_llm("qwen2_5_vl")
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def video_llm(request):
+    """Each tiny family in turn (parametrised)."""
+    return tiny_video_llm(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_frames() -> np.ndarray:
+    """(4, 112, 112, 3) uint8 random frames: 4 * 49 = 196 LLaVA-OV tokens, 2 * 49 = 98 Qwen tokens."""
+    return np.random.default_rng(0).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_question() -> str:
+    return "what color is the square ? A . red B . blue answer with the letter ."
