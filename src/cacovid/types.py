@@ -77,16 +77,15 @@ class EncodedPrompt:
             raise ValueError(f"video grid must be positive, got {self.video_grid}")
         if self.video_positions.shape != (T * H * W,):
             raise ValueError(
-                f"video_positions must list T*H*W={T * H * W} positions, got {tuple(self.video_positions.shape)}"
+                f"video_positions must list T*H*W={T * H * W} positions, "
+                f"got {tuple(self.video_positions.shape)}"
             )
         if self.video_positions.numel() and (
             int(self.video_positions.min()) < 0 or int(self.video_positions.max()) >= L
         ):
             raise ValueError("video_positions point outside the sequence")
         if self.evidence_mask is not None and self.evidence_mask.shape != (T * H * W,):
-            raise ValueError(
-                f"evidence_mask must be ({T * H * W},), got {tuple(self.evidence_mask.shape)}"
-            )
+            raise ValueError(f"evidence_mask must be ({T * H * W},), got {tuple(self.evidence_mask.shape)}")
 
     @property
     def num_frames(self) -> int:

@@ -1,0 +1,37 @@
+"""The `cacovid` command: one typer app; each command family lives in its own module here.
+
+Sub-apps are mounted at import time; a command module's heavy imports (torch, transformers) happen
+inside its commands, so `cacovid --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(
+    name="cacovid",
+    help="Contribution-aware token compression for video LLMs (CaCoVID): train, evaluate, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _mount() -> None:
+    from cacovid.cli import eval as eval_cli
+    from cacovid.cli import toy, world
+
+    app.add_typer(world.app, name="world", help="Look at and export the embedded synthetic video-QA world.")
+    app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny video LLM.")
+    app.command("eval")(eval_cli.eval_command)
+    app.command("report")(eval_cli.report_command)
+
+
+_mount()
+
+
+def main() -> None:
+    app()

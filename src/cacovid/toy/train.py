@@ -1,0 +1,444 @@
+"""Training recipe for the embedded toy video LLM (`cacovid toy train`).
+
+A tiny model trained from scratch on one answer letter per video learns far too slowly on a CPU
+(see shared/toy-notes.md), so the recipe adds the two signals a real video LLM gets from pretraining:
+- a dense auxiliary loss on every video token: the projected token must "read" as the words for the
+  colour and shape of the object under it (logits against the language model's word embeddings),
+  plus a linear probe for its (row, column) — the stand-in for a pretrained vision encoder;
+- token dropout with original positions kept: most training prompts keep the evidence tokens and a
+  random share of the others, so, like large pretrained models, the toy tolerates pruned inputs and
+  compression methods are judged on *which* tokens they keep.
+Stage 1 trains the vision tower and projector on the auxiliary loss alone; stage 2 trains everything
+on the answer (letter, then end-of-turn) plus the auxiliary loss.
+Every step's data and randomness derive from (seed, step), so a resumed run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cacovid.toy.model import BACKGROUND_WORD, ToyModelConfig, build_toy_model
+from cacovid.types import QAItem
+
+
+@dataclass
+class ToyTrainConfig:
+    out_dir: str = "runs/toy"
+    seed: int = 0
+    world: dict[str, str] = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    vision_steps: int = 300
+    qa_steps: int = 6000
+    batch_size: int = 8
+    lr: float = 1e-3
+    vision_lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    aux_weight: float = 0.5
+    full_keep_prob: float = 0.2
+    other_keep_max: float = 0.3
+    val_every: int = 500
+    val_n: int = 160
+    stage1_frames: int = 4
+    checkpoint_every: int = 50
+    threads: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ToyBatcher:
+    """Turns QA items into model inputs through the model's own processor (the inference path)."""
+
+    def __init__(self, processor, world) -> None:
+        self.processor = processor
+        self.world = world
+        tok = processor.tokenizer
+        self.tok = tok
+        self.letter_ids = {c: tok.convert_tokens_to_ids(c) for c in "ABCD"}
+        self.eos_id = tok.eos_token_id
+        self.video_id = tok.convert_tokens_to_ids("<video>")
+        self.bg_id = tok.convert_tokens_to_ids(BACKGROUND_WORD)
+        from cacovid.data.synthetic.palette import COLOR_NAMES, SHAPE_NAMES
+
+        # label 0 = background; label k = NAMES[k-1]
+        self.color_word = torch.tensor([self.bg_id] + [tok.convert_tokens_to_ids(c) for c in COLOR_NAMES])
+        self.shape_word = torch.tensor([self.bg_id] + [tok.convert_tokens_to_ids(s) for s in SHAPE_NAMES])
+
+    def encode(self, items: list[QAItem]) -> dict:
+        texts, videos = [], []
+        for it in items:
+            msgs = [
+                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": it.prompt_text()}]}
+            ]
+            texts.append(self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+            videos.append(it.frames)
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        pix = self.processor.video_processor(videos=videos, return_tensors="pt")["pixel_values_videos"]
+        return {"texts": texts, "ids": ids, "pixel_values_videos": pix}
+
+
+def _expand_video(ids: list[int], video_id: int, n_video: int) -> torch.Tensor:
+    """Replace the single <video> marker by n_video placeholders (what the processor does)."""
+    pos = ids.index(video_id)
+    return torch.tensor(ids[:pos] + [video_id] * n_video + ids[pos + 1 :])
+
+
+def build_rows(
+    model,
+    batcher: ToyBatcher,
+    items: list[QAItem],
+    ids_list: list[list[int]],
+    keeps: list[torch.Tensor | None],
+    video_feats: torch.Tensor,
+    with_answer: bool,
+):
+    """Left-padded (inputs_embeds, attention_mask, position_ids) for pruned prompts (+ answer letter).
+
+    `video_feats` (B, N+1, D) from get_video_features (grid tokens then image_newline). Kept tokens keep
+    their original 1-D positions; text and the newline token are always kept.
+    """
+    embed = model.get_input_embeddings()
+    seqs, poss = [], []
+    n_video = video_feats.shape[1]
+    for b, it in enumerate(items):
+        ids = _expand_video(ids_list[b], batcher.video_id, n_video)
+        e = embed(ids)
+        vid = (ids == batcher.video_id).nonzero().squeeze(1)
+        e = e.index_copy(0, vid, video_feats[b].to(e.dtype))
+        keep_seq = torch.ones(len(ids), dtype=torch.bool)
+        if keeps[b] is not None:
+            keep_seq[vid[:-1]] = keeps[b]
+        pos = torch.arange(len(ids))
+        e, pos = e[keep_seq], pos[keep_seq]
+        if with_answer:
+            letter = torch.tensor([batcher.letter_ids[it.solution]])
+            e = torch.cat([e, embed(letter)])
+            pos = torch.cat([pos, pos[-1:] + 1])
+        seqs.append(e)
+        poss.append(pos)
+    L = max(s.shape[0] for s in seqs)
+    D = seqs[0].shape[1]
+    B = len(seqs)
+    x = seqs[0].new_zeros(B, L, D)
+    mask = torch.zeros(B, L, dtype=torch.long)
+    pid = torch.zeros(B, L, dtype=torch.long)
+    for b, (s, p) in enumerate(zip(seqs, poss, strict=True)):
+        x[b, L - s.shape[0] :] = s
+        mask[b, L - s.shape[0] :] = 1
+        pid[b, L - s.shape[0] :] = p
+    return x, mask, pid
+
+
+def video_features(model, pixel_values_videos: torch.Tensor, train_tower: bool) -> torch.Tensor:
+    """(B, T*P + 1, D) projected, pooled video tokens + image_newline, as `get_video_features` makes them.
+
+    Split into tower / projector so stage 2 can run the frozen tower without autograd (a test checks
+    equality with the model's own `get_video_features`).
+    """
+    m = model.model
+    B, T = pixel_values_videos.shape[:2]
+    flat = pixel_values_videos.reshape(B * T, *pixel_values_videos.shape[2:])
+    with torch.set_grad_enabled(train_tower and torch.is_grad_enabled()):
+        hidden = m.vision_tower(flat, output_hidden_states=True).hidden_states[
+            model.config.vision_feature_layer
+        ]
+    feats = m.apply_pooling(m.multi_modal_projector(hidden))
+    feats = feats.reshape(B, -1, feats.shape[-1])
+    newline = m.image_newline[None, None, :].expand(B, 1, -1).to(feats.dtype)
+    return torch.cat([feats, newline], dim=1)
+
+
+def lm_logits_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
+    out = model.model.language_model(inputs_embeds=x, attention_mask=mask, position_ids=pid)
+    return model.lm_head(out.last_hidden_state[:, -n_tail:])
+
+
+def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torch.Tensor | None:
+    """Token dropout: None (all kept) or evidence + a random share of the other video tokens."""
+    if torch.rand((), generator=gen).item() < cfg.full_keep_prob:
+        return None
+    ev = torch.from_numpy(np.ascontiguousarray(item.evidence)).reshape(-1)
+    share = torch.rand((), generator=gen).item() * cfg.other_keep_max
+    keep = torch.rand(ev.shape, generator=gen) < share
+    return keep | ev
+
+
+class AuxProbe(nn.Module):
+    """(row, column) probe on projected video tokens; trained with the model, not shipped."""
+
+    def __init__(self, hidden: int, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.head = nn.Linear(hidden, 2 * grid)
+
+
+def aux_loss(
+    model,
+    probe: AuxProbe,
+    batcher: ToyBatcher,
+    items: list[QAItem],
+    feats: torch.Tensor,
+    frames: torch.Tensor | None = None,
+):
+    """Dense per-token loss: colour + shape words via the word embeddings, and (row, col) via a probe.
+
+    `feats` (B, F*P + 1, D); `frames` (B, F) says which frames of each item they are (None: all).
+    """
+
+    def labels(key: str) -> torch.Tensor:
+        per_item = []
+        for b, it in enumerate(items):
+            lab = torch.from_numpy(np.asarray(it.meta[key])).long()  # (T, g, g)
+            if frames is not None:
+                lab = lab[frames[b]]
+            per_item.append(lab.reshape(-1))
+        return torch.stack(per_item)
+
+    grid_feats = feats[:, :-1]  # (B, N, D) drop image_newline
+    B, N, D = grid_feats.shape
+    W = model.get_input_embeddings().weight  # (V, D)
+    logits = grid_feats @ W.t()  # (B, N, V)
+    logp = logits.log_softmax(-1)
+    col, shp = labels("token_color"), labels("token_shape")
+    cw, sw = batcher.color_word[col], batcher.shape_word[shp]
+    word_loss = -0.5 * (logp.gather(-1, cw[..., None]) + logp.gather(-1, sw[..., None])).mean()
+    g = probe.grid
+    rc = probe.head(grid_feats)  # (B, N, 2g)
+    idx = torch.arange(N) % (g * g)
+    rows, cols = (idx // g).expand(B, N), (idx % g).expand(B, N)
+    pos_loss = F.cross_entropy(rc[..., :g].reshape(-1, g), rows.reshape(-1)) + F.cross_entropy(
+        rc[..., g:].reshape(-1, g), cols.reshape(-1)
+    )
+    with torch.no_grad():
+        pred = logits.argmax(-1)
+        word_acc = ((pred == cw) | (pred == sw)).float().mean().item()
+    return word_loss + 0.5 * pos_loss, word_acc
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ToyTrainer:
+    """Two-stage trainer with checkpoint + exact resume (data and randomness derive from the step)."""
+
+    def __init__(self, cfg: ToyTrainConfig) -> None:
+        from cacovid.data.synthetic.config import WorldConfig
+        from cacovid.data.synthetic.world import SyntheticWorld
+
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.world = SyntheticWorld(WorldConfig().with_overrides(cfg.world))
+        self.model_cfg = ToyModelConfig(**cfg.model)
+        self.model, self.processor = build_toy_model(self.model_cfg)
+        self.model.train()
+        self.batcher = ToyBatcher(self.processor, self.world)
+        grid = self.model_cfg.frame_size // self.model_cfg.patch // 2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.probe = AuxProbe(self.model.config.text_config.hidden_size, grid)
+        vision = [
+            p for n, p in self.model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n
+        ]
+        vision_ids = {id(p) for p in vision}
+        rest = [p for p in self.model.parameters() if id(p) not in vision_ids]
+        self.opt = torch.optim.AdamW(
+            [
+                {
+                    "params": vision + list(self.probe.parameters()),
+                    "lr": cfg.vision_lr,
+                    "base": cfg.vision_lr,
+                },
+                {"params": rest, "lr": cfg.lr, "base": cfg.lr},
+            ],
+            weight_decay=cfg.weight_decay,
+        )
+        self.step = 0
+        self.ckpt = self.out / "checkpoint.pt"
+        self.log = self.out / "log.jsonl"
+        if self.ckpt.exists():
+            self._load()
+
+    # ---- checkpointing ---------------------------------------------------------------------------
+    def _save(self) -> None:
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "probe": self.probe.state_dict(),
+            "opt": self.opt.state_dict(),
+            "config": self.cfg.to_dict(),
+        }
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def _load(self) -> None:
+        state = torch.load(self.ckpt, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.probe.load_state_dict(state["probe"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+    # ---- one step --------------------------------------------------------------------------------
+    def _items(self, step: int) -> list[QAItem]:
+        B = self.cfg.batch_size
+        return [self.world.item("train", step * B + b) for b in range(B)]
+
+    def train_step(self, step: int) -> dict:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        items = self._items(step)
+        enc = self.batcher.encode(items)
+        vision_stage = step < cfg.vision_steps
+        pix = enc["pixel_values_videos"]
+        frames = None
+        if vision_stage:  # the auxiliary loss is per frame: a few frames of many videos are enough
+            T = pix.shape[1]
+            frames = torch.stack([torch.randperm(T, generator=gen)[: cfg.stage1_frames] for _ in items])
+            pix = torch.stack([pix[b, frames[b]] for b in range(len(items))])
+        feats = video_features(self.model, pix, train_tower=vision_stage)
+        aux, word_acc = aux_loss(self.model, self.probe, self.batcher, items, feats, frames)
+        metrics = {"step": step, "aux": aux.item(), "word_acc": word_acc}
+        total_steps = cfg.vision_steps + cfg.qa_steps
+        if vision_stage:
+            loss = aux
+            lr_scale = _lr_factor(step, cfg.warmup, cfg.vision_steps)
+        else:
+            keeps = [sample_keep(it, cfg, gen) for it in items]
+            x, mask, pid = build_rows(
+                self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True
+            )
+            logits = lm_logits_tail(self.model, x, mask, pid, 2)  # (B, 2, V)
+            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
+            targets = torch.stack([letters, torch.full_like(letters, self.batcher.eos_id)], 1)
+            qa = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            loss = qa + cfg.aux_weight * aux
+            metrics["qa"] = qa.item()
+            metrics["acc"] = (logits[:, 0].argmax(-1) == letters).float().mean().item()
+            lr_scale = _lr_factor(step - cfg.vision_steps, cfg.warmup, total_steps - cfg.vision_steps)
+        for g in self.opt.param_groups:
+            g["lr"] = g["base"] * lr_scale
+        if vision_stage:
+            self.opt.param_groups[1]["lr"] = 0.0
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        metrics["loss"] = loss.item()
+        return metrics
+
+    # ---- validation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, n: int, split: str = "val") -> dict:
+        """Greedy first-token accuracy with full / no / evidence-only / random-10 % video tokens."""
+        self.model.eval()
+        gen = torch.Generator().manual_seed(12345)
+        rows: dict[str, list] = {"full": [], "blind": [], "oracle": [], "random10": []}
+        fam: dict[str, list] = {}
+        B = 16
+        for start in range(0, n, B):
+            items = [self.world.item(split, i) for i in range(start, min(n, start + B))]
+            enc = self.batcher.encode(items)
+            feats = video_features(self.model, enc["pixel_values_videos"], train_tower=False)
+            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
+            N = feats.shape[1] - 1
+            for name in rows:
+                keeps = []
+                for it in items:
+                    ev = torch.from_numpy(np.ascontiguousarray(it.evidence)).reshape(-1)
+                    if name == "full":
+                        keeps.append(None)
+                    elif name == "blind":
+                        keeps.append(torch.zeros(N, dtype=torch.bool))
+                    elif name == "oracle":
+                        keeps.append(ev.clone())
+                    else:
+                        k = max(1, int(0.1 * N))
+                        m = torch.zeros(N, dtype=torch.bool)
+                        m[torch.randperm(N, generator=gen)[:k]] = True
+                        keeps.append(m)
+                x, mask, pid = build_rows(
+                    self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=False
+                )
+                pred = lm_logits_tail(self.model, x, mask, pid, 1)[:, 0].argmax(-1)
+                ok = (pred == letters).tolist()
+                rows[name] += ok
+                if name == "full":
+                    for it, o in zip(items, ok, strict=True):
+                        fam.setdefault(it.family, []).append(o)
+        self.model.train()
+        out = {k: float(np.mean(v)) for k, v in rows.items()}
+        out.update({f"full_{k}": float(np.mean(v)) for k, v in sorted(fam.items())})
+        return out
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def fit(self, max_minutes: float | None = None, progress: bool = True) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cfg = self.cfg
+        total = cfg.vision_steps + cfg.qa_steps
+        t0 = time.time()
+        with Progress(
+            TextColumn("[bold]toy train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            disable=not progress,
+        ) as bar:
+            task = bar.add_task("train", total=total, completed=self.step, info="")
+            ema: dict[str, float] = {}
+            while self.step < total:
+                m = self.train_step(self.step)
+                for k, v in m.items():
+                    if k != "step":
+                        ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+                self.step += 1
+                info = " ".join(f"{k}={ema[k]:.3f}" for k in ("loss", "word_acc", "acc") if k in ema)
+                bar.update(task, completed=self.step, info=info)
+                record = {"step": self.step, **{k: round(v, 5) for k, v in ema.items()}}
+                if self.step % cfg.val_every == 0 or self.step == total:
+                    record["val"] = self.validate(cfg.val_n)
+                    bar.console.print(f"step {self.step} val {json.dumps(record['val'])}")
+                if self.step % cfg.checkpoint_every == 0 or self.step == total or "val" in record:
+                    with open(self.log, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    self._save()
+                if max_minutes is not None and (time.time() - t0) > 60 * max_minutes:
+                    self._save()
+                    break
+
+    def export(self, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Save the trained model + processor as an ordinary HF checkpoint (what `load_video_llm` reads)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        import copy
+
+        m = copy.deepcopy(self.model).eval().to(dtype)
+        m.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)
+        meta = {
+            "trained_steps": self.step,
+            "train_config": self.cfg.to_dict(),
+            "model_config": self.model_cfg.to_dict(),
+            "world": self.world.config.to_dict(),
+        }
+        (out_dir / "cacovid_toy.json").write_text(json.dumps(meta, indent=2))
+        return out_dir
