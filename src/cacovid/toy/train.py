@@ -37,11 +37,11 @@ class ToyTrainConfig:
     seed: int = 0
     world: dict[str, str] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-    vision_steps: int = 300
+    vision_steps: int = 1500
     qa_steps: int = 6000
     batch_size: int = 8
     lr: float = 1e-3
-    vision_lr: float = 5e-4
+    vision_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
     aux_weight: float = 0.5
@@ -175,12 +175,19 @@ def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torc
 
 
 class AuxProbe(nn.Module):
-    """(row, column) probe on projected video tokens; trained with the model, not shipped."""
+    """Dense per-token heads on projected video tokens: colour, shape, row, column.
 
-    def __init__(self, hidden: int, grid: int) -> None:
+    Trained with the model, not shipped: they stand in for the supervision a pretrained vision encoder
+    has already absorbed. `scale` is the temperature of the word-alignment logits.
+    """
+
+    def __init__(self, hidden: int, grid: int, n_colors: int, n_shapes: int) -> None:
         super().__init__()
         self.grid = grid
-        self.head = nn.Linear(hidden, 2 * grid)
+        self.color = nn.Linear(hidden, n_colors)
+        self.shape = nn.Linear(hidden, n_shapes)
+        self.position = nn.Linear(hidden, 2 * grid)
+        self.scale = nn.Parameter(torch.tensor(10.0))
 
 
 def aux_loss(
@@ -191,9 +198,13 @@ def aux_loss(
     feats: torch.Tensor,
     frames: torch.Tensor | None = None,
 ):
-    """Dense per-token loss: colour + shape words via the word embeddings, and (row, col) via a probe.
+    """Dense per-token loss: colour, shape and (row, column) heads, plus word alignment.
 
+    Word alignment: the cosine logits of a token against the word embeddings put half the mass on the
+    colour word and half on the shape word of the object under it ("background" for empty cells), so
+    video tokens start out in the space the question words live in.
     `feats` (B, F*P + 1, D); `frames` (B, F) says which frames of each item they are (None: all).
+    Returns (loss, accuracy of the colour and shape heads on object cells).
     """
 
     def labels(key: str) -> torch.Tensor:
@@ -206,24 +217,31 @@ def aux_loss(
         return torch.stack(per_item)
 
     grid_feats = feats[:, :-1]  # (B, N, D) drop image_newline
-    B, N, D = grid_feats.shape
-    W = model.get_input_embeddings().weight  # (V, D)
-    logits = grid_feats @ W.t()  # (B, N, V)
-    logp = logits.log_softmax(-1)
+    B, N, _ = grid_feats.shape
     col, shp = labels("token_color"), labels("token_shape")
-    cw, sw = batcher.color_word[col], batcher.shape_word[shp]
-    word_loss = -0.5 * (logp.gather(-1, cw[..., None]) + logp.gather(-1, sw[..., None])).mean()
+    col_logits, shp_logits = probe.color(grid_feats), probe.shape(grid_feats)
+    head_loss = F.cross_entropy(col_logits.reshape(B * N, -1), col.reshape(-1)) + F.cross_entropy(
+        shp_logits.reshape(B * N, -1), shp.reshape(-1)
+    )
     g = probe.grid
-    rc = probe.head(grid_feats)  # (B, N, 2g)
+    rc = probe.position(grid_feats)  # (B, N, 2g)
     idx = torch.arange(N) % (g * g)
     rows, cols = (idx // g).expand(B, N), (idx % g).expand(B, N)
     pos_loss = F.cross_entropy(rc[..., :g].reshape(-1, g), rows.reshape(-1)) + F.cross_entropy(
         rc[..., g:].reshape(-1, g), cols.reshape(-1)
     )
+    # Detached: video tokens move toward the words, not the words toward the video (and the all-zero
+    # <pad> row would otherwise send 1/eps gradients through the normalisation).
+    W = F.normalize(model.get_input_embeddings().weight.detach(), dim=-1)  # (V, D)
+    logp = (probe.scale * F.normalize(grid_feats, dim=-1) @ W.t()).log_softmax(-1)
+    cw, sw = batcher.color_word[col], batcher.shape_word[shp]
+    align = -0.5 * (logp.gather(-1, cw[..., None]) + logp.gather(-1, sw[..., None])).mean()
     with torch.no_grad():
-        pred = logits.argmax(-1)
-        word_acc = ((pred == cw) | (pred == sw)).float().mean().item()
-    return word_loss + 0.5 * pos_loss, word_acc
+        obj = col > 0
+        acc = 0.5 * (
+            (col_logits.argmax(-1) == col)[obj].float().mean() + (shp_logits.argmax(-1) == shp)[obj].float().mean()
+        )
+    return head_loss + 0.5 * pos_loss + 0.5 * align, acc.item()
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -252,7 +270,12 @@ class ToyTrainer:
         grid = self.model_cfg.frame_size // self.model_cfg.patch // 2
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.probe = AuxProbe(self.model.config.text_config.hidden_size, grid)
+            self.probe = AuxProbe(
+                self.model.config.text_config.hidden_size,
+                grid,
+                n_colors=len(self.batcher.color_word),
+                n_shapes=len(self.batcher.shape_word),
+            )
         vision = [
             p for n, p in self.model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n
         ]
