@@ -22,10 +22,11 @@ app = typer.Typer(
 
 def _mount() -> None:
     from cacovid.cli import eval as eval_cli
-    from cacovid.cli import toy, world
+    from cacovid.cli import toy, train, world
 
     app.add_typer(world.app, name="world", help="Look at and export the embedded synthetic video-QA world.")
     app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny video LLM.")
+    app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
     app.command("eval")(eval_cli.eval_command)
     app.command("report")(eval_cli.report_command)
 

@@ -1,0 +1,176 @@
+"""`cacovid train`: train a CaCoVID policy against a frozen video LLM.
+
+The command is the callback of this sub-app, so `app.add_typer(train.app, name="train")` gives
+`cacovid train --model toy --data synthetic --out runs/x` directly. Heavy imports happen inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from cacovid.types import QAItem
+
+app = typer.Typer(add_completion=False)
+
+
+class WorldItems(Sequence):
+    """Items start … start+n−1 of a synthetic-world split, generated when indexed (not held in memory)."""
+
+    def __init__(self, world, split: str, n: int, start: int = 0) -> None:
+        if n < 0:
+            raise ValueError(f"number of items must be >= 0, got {n}")
+        world.seed(split, start)  # validates split and start
+        self.world, self.split, self.n, self.start = world, split, int(n), int(start)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.world.item(self.split, self.start + (i % self.n))
+
+
+def _parse_ratios(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise typer.BadParameter(f"ratios must be comma-separated numbers, got {text!r}") from e
+    return vals
+
+
+def load_items(
+    data: str, world: str | None, split: str, n_items: int | None, start: int = 0
+) -> tuple[Sequence[QAItem], dict | None]:
+    """Training/validation items: the synthetic world (lazy) or a Video-R1 JSON file."""
+    if data == "synthetic":
+        from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+
+        cfg = WorldConfig().with_overrides(world)
+        return WorldItems(
+            SyntheticWorld(cfg), split, 200 if n_items is None else n_items, start
+        ), cfg.to_dict()
+    if world:
+        raise typer.BadParameter("--world only applies to --data synthetic")
+    from cacovid.data.videor1 import load_videor1
+
+    items = load_videor1(data)
+    if n_items is not None:
+        items = items[start : start + n_items]
+    return items, None
+
+
+@app.callback(invoke_without_command=True)
+def train(
+    model: str = typer.Option("toy", help="video LLM name or path (see cacovid.models.load_video_llm)"),
+    data: str = typer.Option("synthetic", help="'synthetic' or a Video-R1 JSON file"),
+    world: str = typer.Option(None, help="synthetic world overrides KEY=VALUE[,KEY=VALUE…]"),
+    split: str = typer.Option("train", help="synthetic split to train on"),
+    n_items: int = typer.Option(None, help="number of training items (synthetic default 200)"),
+    val_data: str = typer.Option(None, help="validation Video-R1 JSON (default: synthetic 'val' split)"),
+    val_items: int = typer.Option(32, help="number of validation items (0: no validation)"),
+    out: str = typer.Option("runs/cacovid", help="output directory"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint"),
+    init_policy: str = typer.Option(None, help="start from a saved policy instead of a fresh one"),
+    group_size: int = typer.Option(32, help="rollouts G per iteration"),
+    ratio: float = typer.Option(0.02, help="initial training retention r"),
+    ratio_min: float = typer.Option(0.01),
+    ratio_max: float = typer.Option(0.12),
+    adapt_ratio: bool = typer.Option(True, "--adapt-ratio/--fixed-ratio"),
+    iterations: int = typer.Option(5, help="iterations I per item"),
+    band_group: int = typer.Option(2, help="band group size g"),
+    band_beta: float = typer.Option(2.0, help="band cap β"),
+    frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
+    lr: float = typer.Option(1e-4, help="head learning rate (copied layer: 10× smaller)"),
+    epochs: int = typer.Option(1),
+    seed: int = typer.Option(0),
+    reward: str = typer.Option("accuracy", help="accuracy | mc | numeric | rouge | regression | dense"),
+    kl_coef: float = typer.Option(0.0),
+    checkpoint_every: int = typer.Option(50),
+    val_every: int = typer.Option(50),
+    val_ratios: str = typer.Option("0.25,0.1", help="comma-separated validation ratios"),
+    blind_filter: bool = typer.Option(True, "--blind-filter/--no-blind-filter"),
+    device: str = typer.Option("cpu"),
+    threads: int = typer.Option(None, help="torch CPU threads (1 is fastest for tiny models on busy CPUs)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a CaCoVID policy (method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cacovid.models import load_video_llm
+    from cacovid.policy import CaCoVIDPolicy
+    from cacovid.train.config import TrainConfig
+    from cacovid.train.trainer import Trainer
+
+    console = Console(stderr=True)
+    out = Path(out)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    try:
+        config = TrainConfig(
+            group_size=group_size,
+            ratio=ratio,
+            ratio_min=min(ratio_min, ratio),
+            ratio_max=max(ratio_max, ratio),
+            adapt_ratio=adapt_ratio,
+            iterations=iterations,
+            band_group=band_group,
+            band_beta=band_beta,
+            frame_fraction=frame_fraction,
+            lr=lr,
+            epochs=epochs,
+            seed=seed,
+            reward=reward,
+            kl_coef=kl_coef,
+            checkpoint_every=checkpoint_every,
+            val_every=val_every,
+            val_ratios=_parse_ratios(val_ratios),
+            blind_filter=blind_filter,
+        )
+        train_items, world_cfg = load_items(data, world, split, n_items)
+        if val_items <= 0:
+            vals: Sequence = []
+        elif val_data:
+            vals = load_items(val_data, None, "val", val_items)[0]
+        elif data == "synthetic":
+            vals = load_items("synthetic", world, "val", val_items)[0]
+        else:
+            vals = []
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    console.print(f"loading [bold]{model}[/bold] …")
+    llm = load_video_llm(model, device=device)
+    if init_policy is not None:
+        policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
+    else:
+        policy = CaCoVIDPolicy.from_host(llm, seed=seed)
+    policy.to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    if world_cfg is not None:
+        (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
+    trainer = Trainer(llm, policy, config, train_items, vals, out, resume=resume, progress=progress)
+    summary = trainer.fit()
+    table = Table(title=f"CaCoVID training — {out}")
+    table.add_column("ratio")
+    table.add_column("val accuracy")
+    table.add_column("evidence recall")
+    for row in summary["validation"]:
+        rec = row.get("evidence_recall")
+        table.add_row(f"{row['ratio']:.3f}", f"{row['accuracy']:.3f}", "-" if rec is None else f"{rec:.3f}")
+    console.print(table)
+    console.print(
+        f"{summary['items_done']} items, {summary['steps']} optimiser steps, final r {summary['ratio']:.3f}; "
+        f"policy saved to {out / 'policy'}"
+    )

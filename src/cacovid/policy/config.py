@@ -1,0 +1,117 @@
+"""`PolicyConfig`: everything needed to rebuild a saved policy and to check it fits a host model.
+
+A policy is tied to its host: its decoder layer is a copy of the host's first layer and it reads the
+host's input embeddings. The config therefore records the host's name, family and full text config, so
+`from_pretrained` can rebuild the layer without the host and refuse a host it does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Text-config keys that decide whether saved weights fit a host's layer. A checkpoint of the same
+# architecture under another name (a moved directory) is fine; any difference here is not.
+STRUCTURAL_KEYS: tuple[str, ...] = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "rms_norm_eps",
+    "rope_parameters",
+)
+
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
+
+
+def default_head_widths(hidden_size: int) -> tuple[int, ...]:
+    """Hidden widths of the D → D/2 → D/4 → D/8 → D/16 → 2 head (each at least 2)."""
+    if hidden_size <= 0:
+        raise ValueError(f"hidden size must be positive, got {hidden_size}")
+    return tuple(max(2, hidden_size // d) for d in (2, 4, 8, 16))
+
+
+@dataclass
+class PolicyConfig:
+    """What a CaCoVID policy is and which host it belongs to.
+
+    - `host_name`: name or path of the host video LLM (informational; not checked on load).
+    - `host_family`: adapter family of the host ("llava_onevision", "qwen2_vl", …); must match on load.
+    - `text_config`: the host language model's text config as a plain dict (`to_dict()`).
+    - `head_widths`: hidden widths of the token and frame heads; empty means D/2, D/4, D/8, D/16.
+    - `init_scale`: std of the heads' last linear layer, so initial scores are ≈ 0.
+    - `seed`: seeds the heads' initialisation.
+    - `attn_implementation`: attention kernel of the policy's own layer copy (always bidirectional).
+    """
+
+    host_name: str = ""
+    host_family: str = ""
+    text_config: dict[str, Any] = field(default_factory=dict)
+    head_widths: tuple[int, ...] = ()
+    init_scale: float = 1e-2
+    seed: int = 0
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        self.head_widths = tuple(int(w) for w in self.head_widths)
+        if any(w <= 0 for w in self.head_widths):
+            raise ValueError(f"head widths must be positive, got {self.head_widths}")
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {self.init_scale}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        if "hidden_size" not in self.text_config:
+            raise ValueError("policy config has no host text config (hidden_size missing)")
+        return int(self.text_config["hidden_size"])
+
+    @property
+    def model_type(self) -> str:
+        return str(self.text_config.get("model_type", ""))
+
+    def resolved_head_widths(self) -> tuple[int, ...]:
+        return self.head_widths or default_head_widths(self.hidden_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["head_widths"] = list(self.head_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown policy config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def structural_mismatches(saved: dict[str, Any], host: dict[str, Any]) -> list[str]:
+    """Human-readable list of structural differences between two text configs (empty if they fit)."""
+    out = []
+    for key in STRUCTURAL_KEYS:
+        a, b = _normalise(saved.get(key)), _normalise(host.get(key))
+        if a != b:
+            out.append(f"{key}: policy has {a!r}, host has {b!r}")
+    return out
+
+
+def _normalise(v: Any) -> Any:
+    # JSON round trips turn tuples into lists; compare through JSON so both sides agree.
+    return json.loads(json.dumps(v, sort_keys=True, default=str))

@@ -1,0 +1,40 @@
+"""CaCoVID training (method.md §4–§5): sampling, rewards, the clipped objective and the trainer."""
+
+from cacovid.train.config import TrainConfig
+from cacovid.train.objective import Memory, group_advantages, policy_loss
+from cacovid.train.rewards import (
+    TEXT_REWARDS,
+    accuracy_reward,
+    dense_reward,
+    multiple_choice_reward,
+    numeric_reward,
+    parse_option_letter,
+    rollout_reward,
+    rouge_l_f,
+)
+from cacovid.train.sampling import Rollouts, SamplingConfig, sample_rollouts
+from cacovid.train.trainer import Trainer
+from cacovid.train.update import PolicyUpdater
+from cacovid.train.validation import blind_filter, validate_selector
+
+__all__ = [
+    "TEXT_REWARDS",
+    "Memory",
+    "PolicyUpdater",
+    "Rollouts",
+    "SamplingConfig",
+    "TrainConfig",
+    "Trainer",
+    "accuracy_reward",
+    "blind_filter",
+    "dense_reward",
+    "group_advantages",
+    "multiple_choice_reward",
+    "numeric_reward",
+    "parse_option_letter",
+    "policy_loss",
+    "rollout_reward",
+    "rouge_l_f",
+    "sample_rollouts",
+    "validate_selector",
+]

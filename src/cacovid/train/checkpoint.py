@@ -1,0 +1,67 @@
+"""Training checkpoints that resume *exactly*: same weights as a run that never stopped.
+
+A checkpoint directory holds the policy (`policy/`, the same safetensors + config.json format as a
+released policy), the run's `train_config.json`, and `trainer.pt`: optimiser, scheduler and RNG states,
+the adaptive retention r, the data position and the byte length of the metrics log at that moment (so
+a resumed run can cut off lines written after the checkpoint by the run that crashed).
+It is written to a temporary directory and swapped in, so a crash while saving leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from cacovid.policy.network import WEIGHTS_NAME, CaCoVIDPolicy
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_NAME = "trainer.pt"
+
+
+def save_checkpoint(out_dir: Path, policy: CaCoVIDPolicy, state: dict[str, Any], config_json: str) -> Path:
+    """Write `out_dir/checkpoint` atomically (tmp dir + rename). Returns its path."""
+    out_dir = Path(out_dir)
+    final = out_dir / CHECKPOINT_DIR
+    tmp = out_dir / (CHECKPOINT_DIR + ".tmp")
+    old = out_dir / (CHECKPOINT_DIR + ".old")
+    for d in (tmp, old):
+        if d.exists():
+            shutil.rmtree(d)
+    tmp.mkdir(parents=True)
+    policy.save_pretrained(tmp / "policy")
+    (tmp / "train_config.json").write_text(config_json)
+    torch.save(state, tmp / STATE_NAME)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The last complete checkpoint in `out_dir` (also one left as `.old` by a crash mid-swap)."""
+    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
+        d = Path(out_dir) / name
+        if (d / STATE_NAME).is_file() and (d / "policy" / WEIGHTS_NAME).is_file():
+            return d
+    return None
+
+
+def load_checkpoint(path: Path, policy: CaCoVIDPolicy) -> tuple[dict[str, Any], str]:
+    """Load policy weights in place; return (trainer state, saved train config JSON)."""
+    path = Path(path)
+    state_dict = load_file(str(path / "policy" / WEIGHTS_NAME))
+    missing, unexpected = policy.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint policy in {path} does not fit the given policy: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    state = torch.load(path / STATE_NAME, weights_only=True)
+    return state, (path / "train_config.json").read_text()

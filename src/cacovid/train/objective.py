@@ -1,0 +1,163 @@
+"""The clipped policy objective (method.md §4 steps 4–5).
+
+Each rollout is a set of independent Bernoulli decisions: keep/drop per token (token mode) or
+chosen/not per frame (frame mode). Their log-probabilities under the current policy, against the old
+policy that drew them, form a PPO-style clipped surrogate weighted by the rollout's group-normalised
+advantage. Token decisions are balanced (kept tokens weigh 1 − k̄, dropped ones k̄) so a handful of
+keep decisions is not drowned by thousands of drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cacovid.train.sampling import CONTENT, FRAME, TOKEN
+
+
+def group_advantages(
+    rewards: Tensor, modes: Tensor, *, content_baseline: bool = True, eps: float = 1e-4
+) -> Tensor:
+    """(G,) advantages A_j = (R_j − mean R)/(std R + eps), separately for token and frame mode.
+
+    With `content_baseline`, the content-mode reward joins each group's mean and std (a policy-free
+    reference point). Content rollouts themselves get advantage 0. std is the population std, so a
+    group of one gets A = 0 rather than NaN.
+    """
+    if rewards.dim() != 1 or modes.shape != rewards.shape:
+        raise ValueError(
+            "rewards and modes must be (G,) of equal length, got "
+            f"{tuple(rewards.shape)}, {tuple(modes.shape)}"
+        )
+    r = rewards.double()
+    adv = torch.zeros_like(r)
+    content = modes == CONTENT
+    for mode in (TOKEN, FRAME):
+        member = modes == mode
+        if not bool(member.any()):
+            continue
+        pool = member | content if content_baseline else member
+        ref = r[pool]
+        mean, std = ref.mean(), ref.std(unbiased=False)
+        adv[member] = (r[member] - mean) / (std + eps)
+    return adv.float()
+
+
+def decision_logprobs(logits: Tensor, decisions: Tensor) -> Tensor:
+    """(R, M) log π(decision) for R rollouts of M binary decisions, from (M, 2) (drop, keep) logits."""
+    lp = torch.log_softmax(logits.float(), dim=-1)  # (M, 2)
+    return torch.where(decisions, lp[:, 1].unsqueeze(0), lp[:, 0].unsqueeze(0))
+
+
+def clipped_surrogate(
+    logp_new: Tensor, logp_old: Tensor, adv: Tensor, clip_low: float, clip_high: float
+) -> tuple[Tensor, Tensor]:
+    """(R, M) per-decision min(ρA, clip(ρ, 1−low, 1+high)A) and a (R, M) bool "was clipped" flag."""
+    ratio = torch.exp(logp_new - logp_old)
+    a = adv.float().unsqueeze(1)
+    unclipped = ratio * a
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * a
+    return torch.minimum(unclipped, clipped), (clipped < unclipped).detach()
+
+
+@dataclass
+class Memory:
+    """An item's rollouts so far: masks (R, N) bool, frames (R, T) bool, modes (R,), advantages (R,)."""
+
+    masks: Tensor
+    frames: Tensor
+    modes: Tensor
+    advantages: Tensor
+
+    @classmethod
+    def empty(cls, n_tokens: int, n_frames: int, device: torch.device | str = "cpu") -> Memory:
+        return cls(
+            torch.zeros(0, n_tokens, dtype=torch.bool, device=device),
+            torch.zeros(0, n_frames, dtype=torch.bool, device=device),
+            torch.zeros(0, dtype=torch.long, device=device),
+            torch.zeros(0, dtype=torch.float32, device=device),
+        )
+
+    def append(self, masks: Tensor, frames: Tensor, modes: Tensor, advantages: Tensor) -> Memory:
+        dev = self.masks.device
+        return Memory(
+            torch.cat([self.masks, masks.to(dev)]),
+            torch.cat([self.frames, frames.to(dev)]),
+            torch.cat([self.modes, modes.to(dev)]),
+            torch.cat([self.advantages, advantages.float().to(dev)]),
+        )
+
+    def __len__(self) -> int:
+        return self.modes.numel()
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    token_loss: Tensor
+    frame_loss: Tensor
+    kl: Tensor
+    clip_fraction: float
+
+
+def policy_loss(
+    token_logits: Tensor,
+    frame_logits: Tensor,
+    old_token_logits: Tensor,
+    old_frame_logits: Tensor,
+    memory: Memory,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    kl_coef: float = 0.0,
+) -> LossOutput:
+    """L = L_tok + L_frame (+ kl_coef · KL(π ‖ Bernoulli(0.5))) on the whole memory.
+
+    `token_logits` (N, 2) and `frame_logits` (T, 2) carry gradients; the old ones are the item's
+    scores before its first update. L_tok = −mean_j Σ_i w_ij·surr_ij / Σ_i w_ij over token-mode
+    rollouts; L_frame = −mean over frame-mode rollouts and frames of surr.
+    """
+    N, T = token_logits.shape[0], frame_logits.shape[0]
+    if memory.masks.shape[1:] != (N,) or memory.frames.shape[1:] != (T,):
+        raise ValueError(
+            f"memory shapes {tuple(memory.masks.shape)}, {tuple(memory.frames.shape)} do not fit "
+            f"N={N} tokens and T={T} frames"
+        )
+    zero = token_logits.sum() * 0.0 + frame_logits.sum() * 0.0  # keeps the graph when a mode is absent
+    clipped_count, decisions = 0.0, 0
+    tok = memory.modes == TOKEN
+    token_loss = zero
+    if bool(tok.any()):
+        m = memory.masks[tok]
+        new = decision_logprobs(token_logits, m)
+        old = decision_logprobs(old_token_logits.detach(), m)
+        surr, was_clipped = clipped_surrogate(new, old, memory.advantages[tok], clip_low, clip_high)
+        kbar = m.float().mean(1, keepdim=True)
+        w = torch.where(m, 1.0 - kbar, kbar)
+        per_rollout = (w * surr).sum(1) / w.sum(1).clamp_min(1e-12)
+        token_loss = -per_rollout.mean()
+        clipped_count += float(was_clipped.sum())
+        decisions += was_clipped.numel()
+    fr = memory.modes == FRAME
+    frame_loss = zero
+    if bool(fr.any()):
+        f = memory.frames[fr]
+        new = decision_logprobs(frame_logits, f)
+        old = decision_logprobs(old_frame_logits.detach(), f)
+        surr, was_clipped = clipped_surrogate(new, old, memory.advantages[fr], clip_low, clip_high)
+        frame_loss = -surr.mean()
+        clipped_count += float(was_clipped.sum())
+        decisions += was_clipped.numel()
+    kl = zero
+    if kl_coef:
+        kl = bernoulli_kl_to_half(token_logits) + bernoulli_kl_to_half(frame_logits)
+    loss = token_loss + frame_loss + kl_coef * kl
+    return LossOutput(loss, token_loss, frame_loss, kl, clipped_count / max(decisions, 1))
+
+
+def bernoulli_kl_to_half(logits: Tensor) -> Tensor:
+    """Mean over decisions of KL(π ‖ Bernoulli(0.5)) = Σ_a π_a log π_a + log 2, from (M, 2) logits."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    return (lp.exp() * lp).sum(-1).mean() + torch.log(torch.tensor(2.0))

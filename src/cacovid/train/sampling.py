@@ -1,0 +1,316 @@
+"""Online combination-space sampling (method.md §4 step 2): G keep-masks per iteration in three modes.
+
+Every rollout keeps exactly the same number of tokens, T·k with k = round(r·P) (at least 1), so the
+frozen model can answer all G rollouts in one batched call without padding.
+
+- **token mode**: per frame, the ranking by softmax(s) is cut into n_g rank bands; a rollout draws one
+  band per frame (band probabilities capped so no band dominates), then k tokens inside it. Rewards
+  then compare high-band against low-band choices, which teaches a *ranking*. Rollout 1 of the mode is
+  the deterministic per-frame top-k.
+- **frame mode**: ⌈T·f⌉ frames drawn from softmax(u) (floored and capped); the whole budget is spent
+  inside them by density-peak diversity. Rollout 1 of the mode takes the top frames.
+- **content mode**: one policy-free rollout, per-frame density-peak diversity (a reference point).
+
+All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
+frames and tokens (the only loop is the water-filling, at most n_g small steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cacovid.ops.density import dpc_knn_scores_batched
+from cacovid.ops.topk import topk_rows_mask
+
+TOKEN, FRAME, CONTENT = 0, 1, 2
+MODE_NAMES = ("token", "frame", "content")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Knobs of the three sample modes (defaults from method.md §4).
+
+    - `group_size` G rollouts per iteration; `frame_share` of them (≈ 1/4) in frame mode, one in
+      content mode if `content_rollout`, the rest in token mode.
+    - `band_group` g and `band_beta` β: n_g = max(⌊1/(r·g)⌋, 1) bands, band cap clamp(β/n_g, 0.1, 0.9).
+    - `band_floor`: every band keeps at least `band_floor / n_g` probability (exploration).
+    - `in_band_clamp`: in-band token probabilities clamped to [lo, hi] × uniform.
+    - `frame_fraction` f: ⌈T·f⌉ frames per frame-mode rollout; `frame_floor` / `frame_cap`: frame
+      probabilities clamped to [floor, cap] × uniform.
+    - `dpc_neighbors`: k of the density-peak kNN density.
+    """
+
+    group_size: int = 32
+    frame_share: float = 0.25
+    content_rollout: bool = True
+    band_group: int = 2
+    band_beta: float = 2.0
+    band_floor: float = 0.05
+    in_band_clamp: tuple[float, float] = (0.5, 2.0)
+    frame_fraction: float = 0.125
+    frame_floor: float = 0.5
+    frame_cap: float = 4.0
+    dpc_neighbors: int = 4
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not 0.0 <= self.frame_share < 1.0:
+            raise ValueError(f"frame_share must be in [0, 1), got {self.frame_share}")
+        if self.band_group < 1 or self.band_beta <= 0:
+            raise ValueError("band_group must be >= 1 and band_beta > 0")
+        if not 0.0 <= self.band_floor < 1.0:
+            raise ValueError(f"band_floor must be in [0, 1), got {self.band_floor}")
+        lo, hi = self.in_band_clamp
+        if not 0.0 < lo <= 1.0 <= hi:
+            raise ValueError(f"in_band_clamp must satisfy 0 < lo <= 1 <= hi, got {self.in_band_clamp}")
+        if not 0.0 < self.frame_fraction <= 1.0:
+            raise ValueError(f"frame_fraction must be in (0, 1], got {self.frame_fraction}")
+        if not 0.0 <= self.frame_floor <= 1.0 <= self.frame_cap:
+            raise ValueError("frame_floor must be in [0, 1] and frame_cap >= 1")
+        if self.dpc_neighbors < 1:
+            raise ValueError("dpc_neighbors must be >= 1")
+
+    def mode_counts(self) -> tuple[int, int, int]:
+        """(token, frame, content) rollout counts; token mode always gets at least one."""
+        G = self.group_size
+        n_content = 1 if self.content_rollout and G >= 3 else 0
+        n_frame = round(self.frame_share * G) if G - n_content >= 2 else 0
+        if self.frame_share > 0 and G - n_content >= 2:
+            n_frame = max(1, n_frame)
+        n_frame = min(n_frame, G - n_content - 1)
+        return G - n_content - n_frame, n_frame, n_content
+
+
+@dataclass
+class Rollouts:
+    """G keep-masks for one prompt.
+
+    - `masks` (G, N) bool, N = T·P in (t, h, w) order, each with exactly `kept` True.
+    - `frames` (G, T) bool: the frame decisions (frame mode: chosen frames; other modes: all True).
+    - `modes` (G,) long: TOKEN / FRAME / CONTENT.
+    - `ratio` r and `per_frame` k = round(r·P) they were drawn with.
+    """
+
+    masks: Tensor
+    frames: Tensor
+    modes: Tensor
+    ratio: float
+    per_frame: int
+
+    @property
+    def kept(self) -> int:
+        return int(self.masks[0].sum()) if self.masks.shape[0] else 0
+
+    @property
+    def mode_names(self) -> list[str]:
+        return [MODE_NAMES[int(m)] for m in self.modes]
+
+
+def per_frame_budget(ratio: float, tokens_per_frame: int) -> int:
+    """k = round(r·P), at least 1 and at most P: valid for any r > 0 and any P."""
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"training retention must be positive, got {ratio}")
+    return int(min(tokens_per_frame, max(1, round(ratio * tokens_per_frame))))
+
+
+def num_bands(ratio: float, band_group: int, tokens_per_frame: int, per_frame: int) -> int:
+    """n_g = max(⌊1/(r·g)⌋, 1), reduced so every band holds at least k tokens."""
+    n_g = max(math.floor(1.0 / (ratio * band_group) + 1e-9), 1)
+    return max(1, min(n_g, tokens_per_frame // per_frame))
+
+
+def cap_band_probs(q: Tensor, cap: float, floor: float) -> Tensor:
+    """(T, B) band probabilities: each row capped at `cap` by water-filling, floored, renormalised.
+
+    Mass above the cap is handed to the uncapped bands in proportion to their own mass, repeatedly,
+    until no band exceeds the cap (a cap below 1/B is raised to 1/B, the only feasible value).
+    Then every band gets at least `floor` and rows are renormalised.
+    """
+    T, B = q.shape
+    cap = max(float(cap), 1.0 / B)
+    p = q.double().clamp_min(1e-12)
+    p = p / p.sum(1, keepdim=True)
+    capped = torch.zeros_like(p, dtype=torch.bool)
+    for _ in range(B):
+        over = (p > cap + 1e-12) & ~capped
+        if not bool(over.any()):
+            break
+        capped |= over
+        free_mass = 1.0 - cap * capped.sum(1, keepdim=True)
+        base = torch.where(capped, torch.zeros_like(p), p)
+        scale = free_mass / base.sum(1, keepdim=True).clamp_min(1e-300)
+        p = torch.where(capped, torch.full_like(p, cap), base * scale)
+    p = p.clamp_min(float(floor))
+    return p / p.sum(1, keepdim=True)
+
+
+def _gumbel(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    return -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+
+
+def token_mode(
+    token_scores: Tensor,
+    per_frame: int,
+    n: int,
+    ratio: float,
+    config: SamplingConfig,
+    generator: torch.Generator,
+) -> Tensor:
+    """(n, T, P) bool: n token-mode rollouts with exactly k = `per_frame` tokens in every frame.
+
+    Rollout 0 is the per-frame top-k by s. The others draw a band per frame, then k tokens without
+    replacement inside it (Gumbel top-k, equivalent to sequential draws) with in-band probabilities
+    clamped around uniform.
+    """
+    T, P = token_scores.shape
+    k, dev = per_frame, token_scores.device
+    out = torch.zeros(n, T, P, dtype=torch.bool, device=dev)
+    if n == 0:
+        return out
+    out[0] = topk_rows_mask(token_scores, k)
+    if n == 1:
+        return out
+    probs = torch.softmax(token_scores.double(), dim=-1)  # (T, P)
+    order = torch.sort(probs, dim=-1, descending=True, stable=True).indices  # rank → token
+    p_sorted = probs.gather(1, order)
+    n_g = num_bands(ratio, config.band_group, P, k)
+    band = torch.div(torch.arange(P, device=dev) * n_g, P, rounding_mode="floor")  # (P,) rank → band
+    sizes = torch.bincount(band, minlength=n_g).double()  # (n_g,) each >= k
+    mass = torch.zeros(T, n_g, dtype=torch.float64, device=dev).index_add_(1, band, p_sorted)
+    cap = min(max(config.band_beta / n_g, 0.1), 0.9)
+    band_p = cap_band_probs(mass, cap, config.band_floor / n_g)  # (T, n_g)
+    chosen = torch.multinomial(band_p.float(), n - 1, replacement=True, generator=generator)  # (T, n-1)
+    # In-band token probabilities, clamped to [lo, hi] × uniform and renormalised within each band.
+    uni = 1.0 / sizes[band]  # (P,)
+    inband = p_sorted / mass[:, band].clamp_min(1e-300)
+    lo, hi = config.in_band_clamp
+    inband = torch.minimum(torch.maximum(inband, lo * uni), hi * uni)
+    band_sum = torch.zeros(T, n_g, dtype=torch.float64, device=dev).index_add_(1, band, inband)
+    logw = torch.log(inband / band_sum[:, band])  # (T, P) over ranks
+    keys = logw.unsqueeze(0) + _gumbel((n - 1, T, P), generator, dev)
+    in_chosen = band.view(1, 1, P) == chosen.t().unsqueeze(-1)  # (n-1, T, P)
+    keys = keys.masked_fill(~in_chosen, -math.inf)
+    ranks = keys.topk(k, dim=-1).indices  # (n-1, T, k)
+    tokens = order.unsqueeze(0).expand(n - 1, T, P).gather(-1, ranks)
+    out[1:].scatter_(-1, tokens, True)
+    return out
+
+
+def frame_probabilities(frame_scores: Tensor, config: SamplingConfig) -> Tensor:
+    """(T,) softmax(u) kept within [floor, cap] × uniform, summing to 1.
+
+    A uniform share ε = `frame_floor` is mixed in (so every frame has at least ε/T) after capping
+    the softmax by water-filling at (cap − ε) / (T(1 − ε)), which bounds the mixture by cap/T.
+    """
+    T = frame_scores.numel()
+    eps, cap = config.frame_floor, config.frame_cap
+    p = torch.softmax(frame_scores.double(), dim=0)
+    if eps >= 1.0:
+        return torch.full_like(p, 1.0 / T)
+    inner = cap_band_probs(p.unsqueeze(0), (cap - eps) / (T * (1.0 - eps)), 0.0)[0]
+    return eps / T + (1.0 - eps) * inner
+
+
+def frames_per_rollout(num_frames: int, tokens_per_frame: int, kept: int, frame_fraction: float) -> int:
+    """⌈T·f⌉ frames, raised if needed so they can hold the whole budget."""
+    need = -(-kept // tokens_per_frame)
+    return min(num_frames, max(math.ceil(num_frames * frame_fraction - 1e-9), need, 1))
+
+
+def frame_mode(
+    frame_scores: Tensor,
+    features: Tensor,
+    kept: int,
+    n: int,
+    config: SamplingConfig,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """n frame-mode rollouts: ((n, T, P) bool token masks, (n, T) bool chosen frames).
+
+    Rollout 0 takes the top frames by u; the others draw frames without replacement from the floored
+    and capped softmax(u). Inside the chosen frames the `kept` tokens are those with the highest
+    density-peak scores, computed jointly over the chosen frames' features (T, P, D).
+    """
+    T, P, D = features.shape
+    dev = features.device
+    masks = torch.zeros(n, T, P, dtype=torch.bool, device=dev)
+    frames = torch.zeros(n, T, dtype=torch.bool, device=dev)
+    if n == 0:
+        return masks, frames
+    n_f = frames_per_rollout(T, P, kept, config.frame_fraction)
+    frames[0] = topk_rows_mask(frame_scores.unsqueeze(0), n_f)[0]
+    if n > 1:
+        logp = torch.log(frame_probabilities(frame_scores, config))
+        keys = logp.unsqueeze(0) + _gumbel((n - 1, T), generator, dev)
+        frames[1:] = topk_rows_mask(keys, n_f)
+    idx = torch.sort(frames.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :n_f]
+    idx = torch.sort(idx, dim=1).values  # (n, n_f) chosen frames in time order
+    feats = features[idx].reshape(n, n_f * P, D)
+    scores = dpc_knn_scores_batched(feats, config.dpc_neighbors)  # (n, n_f·P)
+    local = topk_rows_mask(scores, kept).reshape(n, n_f, P)
+    masks.scatter_(1, idx.unsqueeze(-1).expand(n, n_f, P), local)
+    return masks, frames
+
+
+def content_scores(features: Tensor, dpc_neighbors: int = 4) -> Tensor:
+    """(T, P) per-frame density-peak scores: policy-free, so computed once per item."""
+    return dpc_knn_scores_batched(features, dpc_neighbors)
+
+
+def sample_rollouts(
+    token_scores: Tensor,
+    frame_scores: Tensor,
+    features: Tensor,
+    ratio: float,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    *,
+    content: Tensor | None = None,
+) -> Rollouts:
+    """G rollouts for one prompt from the policy's (old) scores.
+
+    `token_scores` (T, P), `frame_scores` (T,), `features` (T, P, D) the projected video tokens
+    (density-peak selection), `ratio` the training retention r. `content` (T, P) optional cached
+    `content_scores(features)`. Order: token-mode rollouts, then frame mode, then content mode.
+    """
+    if token_scores.dim() != 2:
+        raise ValueError(f"token_scores must be (T, P), got {tuple(token_scores.shape)}")
+    T, P = token_scores.shape
+    if frame_scores.shape != (T,):
+        raise ValueError(f"frame_scores must be ({T},), got {tuple(frame_scores.shape)}")
+    if features.dim() != 3 or features.shape[:2] != (T, P):
+        raise ValueError(f"features must be ({T}, {P}, D), got {tuple(features.shape)}")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("sample_rollouts needs a torch.Generator for its randomness")
+    token_scores = token_scores.detach().float()
+    frame_scores = frame_scores.detach().float()
+    features = features.detach()
+    k = per_frame_budget(ratio, P)
+    kept = T * k
+    n_tok, n_frame, n_content = config.mode_counts()
+    tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
+    fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)
+    parts = [tok, fr_masks]
+    frames = [torch.ones(n_tok, T, dtype=torch.bool), fr_frames.cpu()]
+    modes = [TOKEN] * n_tok + [FRAME] * n_frame
+    if n_content:
+        cs = content if content is not None else content_scores(features, config.dpc_neighbors)
+        if cs.shape != (T, P):
+            raise ValueError(f"content scores must be ({T}, {P}), got {tuple(cs.shape)}")
+        parts.append(topk_rows_mask(cs, k).unsqueeze(0))
+        frames.append(torch.ones(1, T, dtype=torch.bool))
+        modes.append(CONTENT)
+    dev = token_scores.device
+    return Rollouts(
+        masks=torch.cat([p.to(dev) for p in parts]).reshape(-1, T * P),
+        frames=torch.cat([f.to(dev) for f in frames]),
+        modes=torch.tensor(modes, dtype=torch.long, device=dev),
+        ratio=float(ratio),
+        per_frame=k,
+    )

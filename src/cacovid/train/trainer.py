@@ -1,0 +1,292 @@
+"""The CaCoVID training loop (method.md §4, §5): data, rewards from the frozen model, logs, resume.
+
+Per training item: encode it once with the frozen adapter, then `PolicyUpdater.train_prompt` runs
+I iterations of (G rollouts from the old scores → **one batched adapter call** for their rewards → one
+optimiser step on the item's memory). Around that the trainer:
+- drops items the frozen model answers correctly blind (no video tokens) before training;
+- logs one JSON line per item (rewards per mode, top-k reward, r, loss, lr) and per validation;
+- validates with `CaCoVIDSelector` at several ratios every `val_every` items and at the end;
+- checkpoints every `checkpoint_every` items and resumes exactly (weights identical to an
+  uninterrupted run): policy, optimiser, scheduler, RNG, data position, r and the log length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cacovid.policy.network import CaCoVIDPolicy
+from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from cacovid.train.config import TrainConfig
+from cacovid.train.rewards import RolloutReward, rollout_reward
+from cacovid.train.update import PolicyUpdater
+from cacovid.train.validation import blind_filter, validate_selector
+from cacovid.types import EncodedPrompt, QAItem
+
+if TYPE_CHECKING:
+    from cacovid.models.base import VideoLLM
+
+__all__ = ["TrainConfig", "Trainer"]
+
+LOG_NAME = "log.jsonl"
+POLICY_DIR = "policy"
+# Fields that may change between a run and its resumption without changing what is computed.
+_RESUMABLE_CHANGES = {"checkpoint_every", "val_every", "val_ratios", "val_batch_size"}
+
+
+class Trainer:
+    """Train a `CaCoVIDPolicy` against a frozen video LLM.
+
+    `train_items` / `val_items` are sequences of QAItem (indexable; a lazy sequence works).
+    `reward_fn` overrides the configured reward (signature of `cacovid.train.rewards.RolloutReward`).
+    Outputs in `out_dir`: `log.jsonl`, `checkpoint/`, and the final policy in `policy/`.
+    """
+
+    def __init__(
+        self,
+        adapter: VideoLLM,
+        policy: CaCoVIDPolicy,
+        config: TrainConfig,
+        train_items: Sequence[QAItem],
+        val_items: Sequence[QAItem] = (),
+        out_dir: str | Path = "runs/cacovid",
+        *,
+        reward_fn: RolloutReward | None = None,
+        resume: bool = True,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(policy, CaCoVIDPolicy):
+            raise ValueError(f"policy must be a CaCoVIDPolicy, got {type(policy).__name__}")
+        if len(train_items) == 0:
+            raise ValueError("no training items")
+        self.adapter = adapter
+        self.policy = policy
+        self.config = config
+        self.train_items = train_items
+        self.val_items = val_items
+        self.out_dir = Path(out_dir)
+        self.reward_fn = reward_fn or rollout_reward(config.reward, config.max_new_tokens)
+        self.resume = resume
+        self.show_progress = progress
+        self.kept: list[int] = []
+        self.updater: PolicyUpdater | None = None
+        self.epoch = 0
+        self.position = 0
+        self.items_done = 0
+        self._val: tuple[list[QAItem], list[EncodedPrompt]] | None = None
+        self._running: dict[str, float] = {}
+
+    # ---- public ------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_NAME
+
+    def fit(self, max_items: int | None = None) -> dict[str, Any]:
+        """Train to the end (or for at most `max_items` more items). Returns a summary dict."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = find_checkpoint(self.out_dir) if self.resume else None
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            self._start()
+        total = len(self.kept) * self.config.epochs
+        budget = math.inf if max_items is None else int(max_items)
+        done_now = 0
+        last_val: list[dict[str, Any]] = []
+        with self._progress(total) as bar:
+            while self.epoch < self.config.epochs and done_now < budget:
+                if self.position >= len(self.kept):
+                    self.epoch, self.position = self.epoch + 1, 0
+                    continue
+                index = self.kept[self.position]
+                item = self.train_items[index]
+                stats = self._train_item(item)
+                self.position += 1
+                self.items_done += 1
+                done_now += 1
+                self._log(
+                    {
+                        "event": "item",
+                        "item_id": item.id,
+                        "index": index,
+                        "epoch": self.epoch,
+                        "items_done": self.items_done,
+                        **stats,
+                    }
+                )
+                bar.update(self._running)
+                if self.items_done % self.config.val_every == 0:
+                    last_val = self.validate()
+                if self.items_done % self.config.checkpoint_every == 0:
+                    self.checkpoint()
+        finished = self.epoch >= self.config.epochs or (
+            self.epoch == self.config.epochs - 1 and self.position >= len(self.kept)
+        )
+        if finished:
+            if self.items_done % self.config.val_every != 0 or not last_val:
+                last_val = self.validate()
+            self.checkpoint()
+            self.policy.save_pretrained(self.out_dir / POLICY_DIR)
+            self._log({"event": "done", "items_done": self.items_done, "steps": self.updater.step})
+        return {
+            "finished": finished,
+            "items_done": self.items_done,
+            "steps": self.updater.step,
+            "ratio": self.updater.ratio,
+            "train_items": len(self.kept),
+            "validation": last_val,
+            **self._running,
+        }
+
+    def validate(self) -> list[dict[str, Any]]:
+        """Validation accuracy of the current policy at every `val_ratios` (logged). Empty if no items."""
+        if len(self.val_items) == 0 or not self.config.val_ratios:
+            return []
+        if self._val is None:  # encode once (lazy item sequences would re-render on every access)
+            items = list(self.val_items)
+            self._val = (items, [self.adapter.encode_item(it) for it in items])
+        items, prompts = self._val
+        selector = CaCoVIDSelector(self.policy)
+        rows = validate_selector(
+            self.adapter,
+            selector,
+            prompts,
+            items,
+            self.config.val_ratios,
+            batch_size=self.config.val_batch_size,
+            max_new_tokens=self.config.max_new_tokens,
+        )
+        for row in rows:
+            self._log({"event": "val", "items_done": self.items_done, **row})
+        return rows
+
+    def checkpoint(self) -> Path:
+        state = {
+            "updater": self.updater.state_dict(),
+            "kept": list(self.kept),
+            "n_items": len(self.train_items),
+            "epoch": self.epoch,
+            "position": self.position,
+            "items_done": self.items_done,
+            "running": dict(self._running),
+            "log_bytes": self.log_path.stat().st_size if self.log_path.exists() else 0,
+        }
+        return save_checkpoint(self.out_dir, self.policy, state, json.dumps(self.config.to_dict()))
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self.log_path.exists():
+            self.log_path.unlink()  # a fresh run starts a fresh log
+        c = self.config
+        if c.blind_filter:
+            self.kept = blind_filter(
+                self.adapter, self.train_items, batch_size=c.val_batch_size, max_new_tokens=c.max_new_tokens
+            )
+        else:
+            self.kept = list(range(len(self.train_items)))
+        self._log(
+            {
+                "event": "filter",
+                "n": len(self.train_items),
+                "kept": len(self.kept),
+                "dropped": len(self.train_items) - len(self.kept),
+                "blind_filter": c.blind_filter,
+            }
+        )
+        if not self.kept:
+            raise ValueError("the blind test dropped every training item: nothing to train on")
+        self.config.save(self.out_dir / "train_config.json")
+        self.updater = PolicyUpdater(self.policy, c, len(self.kept) * c.iterations * c.epochs)
+        self.epoch = self.position = self.items_done = 0
+
+    def _restore(self, path: Path) -> None:
+        state, saved_json = load_checkpoint(path, self.policy)
+        saved = json.loads(saved_json)
+        now = self.config.to_dict()
+        diff = sorted(
+            k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES
+        )
+        if diff:
+            raise ValueError(f"cannot resume {path}: training config differs in {diff}")
+        if int(state["n_items"]) != len(self.train_items):
+            raise ValueError(
+                f"cannot resume {path}: it was made with {state['n_items']} training items, "
+                f"not {len(self.train_items)}"
+            )
+        self.kept = [int(i) for i in state["kept"]]
+        c = self.config
+        self.updater = PolicyUpdater(self.policy, c, len(self.kept) * c.iterations * c.epochs)
+        self.updater.load_state_dict(state["updater"])
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.items_done = int(state["items_done"])
+        self._running = {k: float(v) for k, v in state["running"].items()}
+        if self.log_path.exists():  # drop what the interrupted run logged after its checkpoint
+            with open(self.log_path, "r+b") as f:
+                f.truncate(int(state["log_bytes"]))
+        self._log({"event": "resume", "items_done": self.items_done, "checkpoint": str(path)})
+
+    def _train_item(self, item: QAItem) -> dict[str, Any]:
+        prompt = self.adapter.encode_item(item)
+
+        def score(masks: torch.Tensor) -> torch.Tensor:
+            rows = [(prompt, m, None) for m in masks]
+            return self.reward_fn(self.adapter, rows, item)  # one batched call for all G rollouts
+
+        stats = self.updater.train_prompt(prompt, score)
+        for key in ("reward_token", "reward_top", "evidence_recall_top"):
+            if key in stats:
+                prev = self._running.get(key)
+                self._running[key] = stats[key] if prev is None else 0.9 * prev + 0.1 * stats[key]
+        self._running["ratio"] = stats["ratio_next"]
+        return stats
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    def _progress(self, total: int) -> _Progress:
+        return _Progress(total, self.items_done, enabled=self.show_progress)
+
+
+class _Progress:
+    """A rich progress bar showing reward, top-k accuracy and the current r (or nothing)."""
+
+    def __init__(self, total: int, completed: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total, self.completed = total, completed
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("train", total=self.total, completed=self.completed, info="")
+        return self
+
+    def update(self, running: dict[str, float]) -> None:
+        if self._bar is None:
+            return
+        info = (
+            f"reward {running.get('reward_token', float('nan')):.3f}  "
+            f"acc {running.get('reward_top', float('nan')):.3f}  r {running.get('ratio', float('nan')):.3f}"
+        )
+        self._bar.update(self._task, advance=1, info=info)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

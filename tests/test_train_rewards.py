@@ -1,0 +1,149 @@
+"""Reward functions: option letters, numbers, ROUGE-L, and the dense log-likelihood reward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cacovid.train.rewards import (
+    accuracy_reward,
+    dense_reward,
+    multiple_choice_reward,
+    numeric_reward,
+    parse_number,
+    parse_option_letter,
+    regression_reward,
+    rollout_reward,
+    rouge_l_f,
+    text_rollout_reward,
+)
+from cacovid.types import QAItem
+
+OPTS = ["red", "green", "blue", "yellow"]
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("B", "B"),
+        ("B.", "B"),
+        ("(C)", "C"),
+        ("c", "C"),
+        ("D . yellow", "D"),
+        ("The answer is A.", "A"),
+        ("answer: (B) green", "B"),
+        ("<think>maybe A or B</think><answer>C</answer>", "C"),
+        ("I think it is option D", "D"),
+        ("it looks green to me", "B"),
+        ("A red ball", "A"),  # a leading capital letter commits to an option
+        ("the answer is a red ball", "A"),  # …but here only the option text decides
+        ("", None),
+        ("no idea", None),
+        ("E", None),  # not one of four options
+        ("red or blue", None),  # two options named: undecided
+    ],
+)
+def test_parse_option_letter(text, want):
+    assert parse_option_letter(text, OPTS) == want
+
+
+def test_multiple_choice_reward():
+    item = QAItem(id="x", problem="what color ?", options=OPTS, solution="B")
+    assert multiple_choice_reward("B", item) == 1.0
+    assert multiple_choice_reward("(b)", item) == 1.0
+    assert multiple_choice_reward("A", item) == 0.0
+    assert multiple_choice_reward("garbage", item) == 0.0
+    assert accuracy_reward("green", item) == 1.0
+
+
+def test_numbers():
+    assert parse_number("about 1,024 frames") == 1024.0
+    assert parse_number("-3.5") == -3.5
+    assert parse_number("<answer>2e3</answer>") == 2000.0
+    assert parse_number("none") is None
+    item = QAItem(id="n", problem="how many ?", options=[], solution="3", problem_type="numerical")
+    assert numeric_reward("3", item) == 1.0
+    assert numeric_reward("3.0 objects", item) == 1.0
+    assert numeric_reward("4", item) == 0.0
+    assert accuracy_reward("there are 3", item) == 1.0
+    reg = QAItem(id="r", problem="how far ?", options=[], solution="10", problem_type="regression")
+    assert regression_reward("8", reg) == pytest.approx(0.8)
+    assert regression_reward("30", reg) == 0.0
+
+
+def test_rouge_l():
+    assert rouge_l_f("the cat sat on the mat", "the cat sat on the mat") == 1.0
+    assert rouge_l_f("", "") == 1.0
+    assert rouge_l_f("dog", "cat") == 0.0
+    # LCS("a b c d", "a c d e") = 3 → P = R = 3/4
+    assert rouge_l_f("a b c d", "a c d e") == pytest.approx(0.75)
+    assert rouge_l_f("A, B!", "a b") == 1.0
+    item = QAItem(
+        id="f", problem="describe", options=[], solution="a red ball rolls left", problem_type="free-form"
+    )
+    assert 0 < accuracy_reward("a ball rolls", item) < 1
+
+
+def test_text_rollout_reward_makes_one_batched_call(llava_llm):
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8)
+    item = QAItem(
+        id="t", problem="what color is the square ?", options=["red", "blue"], solution="A", frames=frames
+    )
+    p = llava_llm.encode_item(item)
+    masks = torch.zeros(3, p.num_video_tokens, dtype=torch.bool)
+    masks[:, :10] = True
+    rows = [(p, m, None) for m in masks]
+    calls = []
+    real = llava_llm.generate_rows
+
+    def counting(rows_, **kw):
+        calls.append(len(rows_))
+        return real(rows_, **kw)
+
+    llava_llm.generate_rows = counting
+    try:
+        r = text_rollout_reward(multiple_choice_reward)(llava_llm, rows, item)
+    finally:
+        del llava_llm.generate_rows
+    assert calls == [3]
+    assert r.shape == (3,) and r.dtype == torch.float32
+    texts = real(rows)
+    assert r.tolist() == [multiple_choice_reward(t, item) for t in texts]
+
+
+def test_dense_reward_is_the_correct_options_probability(video_llm):
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8)
+    item = QAItem(
+        id="d", problem="what color ?", options=["red", "blue", "green"], solution="B", frames=frames
+    )
+    p = video_llm.encode_item(item)
+    masks = torch.zeros(2, p.num_video_tokens, dtype=torch.bool)
+    masks[0, :5] = True
+    masks[1, -5:] = True
+    rows = [(p, m, None) for m in masks]
+    r = dense_reward(video_llm, rows, item)
+    lp = video_llm.answer_logprobs_rows(rows, ["A", "B", "C"])
+    want = torch.softmax(lp, -1)[:, 1]
+    assert torch.allclose(r, want, atol=1e-6)
+    assert bool(((r > 0) & (r < 1)).all())
+    # swapping the correct letter changes the reward accordingly: the three sum to 1
+    total = sum(
+        dense_reward(
+            video_llm, rows, QAItem(id="d", problem="?", options=item.options, solution=s, frames=frames)
+        )
+        for s in "ABC"
+    )
+    assert torch.allclose(total, torch.ones(2), atol=1e-5)
+    num = QAItem(
+        id="n", problem="how many ?", options=[], solution="3", problem_type="numerical", frames=frames
+    )
+    rn = dense_reward(video_llm, rows, num)
+    assert bool(((rn > 0) & (rn <= 1)).all())
+
+
+def test_reward_registry():
+    assert rollout_reward("dense") is dense_reward
+    assert callable(rollout_reward("accuracy"))
+    with pytest.raises(ValueError, match="unknown reward"):
+        rollout_reward("bleu")

@@ -1,0 +1,221 @@
+"""Online combination-space sampling (method.md §4 step 2): exact counts, right distributions."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cacovid.ops.density import dpc_knn_scores_batched
+from cacovid.train.sampling import (
+    CONTENT,
+    FRAME,
+    TOKEN,
+    SamplingConfig,
+    cap_band_probs,
+    frame_mode,
+    frame_probabilities,
+    frames_per_rollout,
+    num_bands,
+    per_frame_budget,
+    sample_rollouts,
+    token_mode,
+)
+
+
+def _inputs(T: int, P: int, D: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, P, generator=g) * 2, torch.randn(T, generator=g), torch.randn(T, P, D, generator=g)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    T=st.integers(1, 12),
+    P=st.integers(1, 40),
+    ratio=st.floats(0.005, 1.0),
+    G=st.integers(1, 20),
+    seed=st.integers(0, 1000),
+)
+def test_every_rollout_keeps_the_same_exact_count(T, P, ratio, G, seed):
+    s, u, x = _inputs(T, P, seed=seed)
+    cfg = SamplingConfig(group_size=G)
+    ro = sample_rollouts(s, u, x, ratio, cfg, torch.Generator().manual_seed(seed))
+    k = per_frame_budget(ratio, P)
+    assert ro.masks.shape == (G, T * P) and ro.masks.dtype == torch.bool
+    assert ro.frames.shape == (G, T) and ro.frames.dtype == torch.bool
+    assert bool((ro.masks.sum(1) == T * k).all())  # equal kept counts: one unpadded batch
+    tok = ro.modes == TOKEN
+    per_frame = ro.masks[tok].reshape(-1, T, P).sum(-1)
+    assert bool((per_frame == k).all())  # token mode: exactly k in every frame
+    n_tok, n_frame, n_content = cfg.mode_counts()
+    assert (int(tok.sum()), int((ro.modes == FRAME).sum()), int((ro.modes == CONTENT).sum())) == (
+        n_tok,
+        n_frame,
+        n_content,
+    )
+    fr = ro.modes == FRAME
+    if bool(fr.any()):  # frame mode keeps tokens only inside its chosen frames
+        masks = ro.masks[fr].reshape(-1, T, P)
+        assert not bool((masks & ~ro.frames[fr].unsqueeze(-1)).any())
+        assert bool((ro.frames[fr].sum(1) == frames_per_rollout(T, P, T * k, cfg.frame_fraction)).all())
+
+
+def test_mode_split_follows_the_method():
+    assert SamplingConfig(group_size=32).mode_counts() == (23, 8, 1)
+    assert SamplingConfig(group_size=32, content_rollout=False).mode_counts() == (24, 8, 0)
+    assert SamplingConfig(group_size=1).mode_counts() == (1, 0, 0)
+    assert SamplingConfig(group_size=2).mode_counts() == (1, 1, 0)
+    assert SamplingConfig(group_size=4, frame_share=0.0).mode_counts() == (3, 0, 1)
+
+
+def test_budgets_and_band_counts():
+    assert per_frame_budget(0.02, 196) == 4
+    assert per_frame_budget(0.001, 49) == 1  # never zero
+    assert per_frame_budget(1.0, 49) == 49
+    assert num_bands(0.02, 2, 196, 4) == 25  # ⌊1/(r·g)⌋
+    assert num_bands(0.9, 2, 10, 9) == 1
+    assert num_bands(0.01, 2, 196, 2) == 50
+    assert num_bands(0.01, 2, 20, 2) == 10  # reduced so every band holds k tokens
+    with pytest.raises(ValueError):
+        per_frame_budget(0.0, 10)
+
+
+def test_first_token_rollout_is_the_per_frame_top_k():
+    s, u, x = _inputs(5, 30)
+    ro = sample_rollouts(s, u, x, 0.1, SamplingConfig(group_size=8), torch.Generator().manual_seed(0))
+    first = ro.masks[0].reshape(5, 30)
+    assert int(ro.modes[0]) == TOKEN
+    for t in range(5):
+        assert set(first[t].nonzero().squeeze(1).tolist()) == set(torch.topk(s[t], 3).indices.tolist())
+
+
+def test_first_frame_rollout_takes_the_top_frames_and_density_peaks():
+    T, P = 16, 10
+    s, u, x = _inputs(T, P)
+    cfg = SamplingConfig(group_size=8)
+    ro = sample_rollouts(s, u, x, 0.2, cfg, torch.Generator().manual_seed(0))
+    j = int((ro.modes == FRAME).nonzero()[0])
+    n_f = frames_per_rollout(T, P, T * 2, cfg.frame_fraction)
+    assert set(ro.frames[j].nonzero().squeeze(1).tolist()) == set(torch.topk(u, n_f).indices.tolist())
+    chosen = sorted(torch.topk(u, n_f).indices.tolist())
+    scores = dpc_knn_scores_batched(x[chosen].reshape(1, -1, x.shape[-1]))[0]
+    want = torch.zeros(n_f * P, dtype=torch.bool)
+    want[torch.topk(scores, T * 2).indices] = True
+    assert torch.equal(ro.masks[j].reshape(T, P)[chosen].reshape(-1), want)
+
+
+def test_content_rollout_is_policy_free_per_frame_density():
+    T, P = 4, 25
+    s, u, x = _inputs(T, P)
+    cfg = SamplingConfig(group_size=6)
+    a = sample_rollouts(s, u, x, 0.2, cfg, torch.Generator().manual_seed(0))
+    b = sample_rollouts(-s, -u, x, 0.2, cfg, torch.Generator().manual_seed(9))
+    assert int(a.modes[-1]) == CONTENT
+    assert torch.equal(a.masks[-1], b.masks[-1])
+    scores = dpc_knn_scores_batched(x)
+    for t in range(T):
+        kept = a.masks[-1].reshape(T, P)[t].nonzero().squeeze(1).tolist()
+        assert set(kept) == set(torch.topk(scores[t], 5).indices.tolist())
+
+
+def test_same_generator_state_same_rollouts():
+    s, u, x = _inputs(6, 20)
+    cfg = SamplingConfig(group_size=12)
+    a = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(5))
+    b = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(5))
+    c = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(6))
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.frames, b.frames)
+    assert not torch.equal(a.masks, c.masks)
+
+
+@settings(max_examples=80, deadline=None)
+@given(B=st.integers(1, 60), conc=st.floats(0.0, 8.0), beta=st.floats(0.1, 10.0), seed=st.integers(0, 999))
+def test_band_cap_by_water_filling(B, conc, beta, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.softmax(torch.randn(3, B, generator=g) * conc, dim=1)
+    cap = min(max(beta / B, 0.1), 0.9)
+    floor = 0.05 / B
+    p = cap_band_probs(q, cap, floor)
+    assert torch.allclose(p.sum(1), torch.ones(3, dtype=p.dtype))
+    assert bool((p >= floor / (1 + B * floor) - 1e-12).all())
+    assert bool((p <= max(cap, 1.0 / B) + floor + 1e-9).all())
+    # order within a row is preserved (redistribution is proportional)
+    order_q = torch.argsort(q, dim=1, stable=True)
+    sorted_p = p.gather(1, order_q)
+    assert bool((sorted_p[:, 1:] >= sorted_p[:, :-1] - 1e-9).all())
+
+
+def test_band_choice_and_in_band_draws_follow_their_probabilities():
+    """Empirical keep frequencies over many rollouts match the band/in-band model."""
+    P, k, r = 16, 1, 1 / 16
+    s = torch.linspace(3.0, -3.0, P).unsqueeze(0)  # token i has rank i
+    cfg = SamplingConfig(group_size=2)
+    n = 20001
+    masks = token_mode(s, k, n, r, cfg, torch.Generator().manual_seed(0))[1:, 0]  # (n-1, P)
+    freq = masks.float().mean(0)
+    n_g = num_bands(r, cfg.band_group, P, k)
+    assert n_g == 8
+    probs = torch.softmax(s.double(), 1)[0]
+    band = torch.arange(P) * n_g // P
+    mass = torch.zeros(n_g, dtype=torch.float64).index_add_(0, band, probs)
+    band_p = cap_band_probs(mass.unsqueeze(0), min(max(2.0 / n_g, 0.1), 0.9), cfg.band_floor / n_g)[0]
+    inband = probs / mass[band]
+    inband = inband.clamp(0.5 / 2, 2.0 / 2)
+    inband = inband / torch.zeros(n_g, dtype=torch.float64).index_add_(0, band, inband)[band]
+    want = band_p[band] * inband
+    assert torch.allclose(freq.double(), want, atol=0.012)
+    assert float(band_p.max()) <= 0.25 + 1e-9  # top band capped at clamp(β/n_g) = 0.25
+
+
+def test_frame_probabilities_are_floored_and_capped():
+    u = torch.tensor([20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    p = frame_probabilities(u, SamplingConfig(frame_floor=0.5, frame_cap=4.0))
+    assert math.isclose(float(p.sum()), 1.0, rel_tol=1e-9)
+    assert float(p.min()) >= 0.5 / 8 - 1e-12  # every frame can be explored
+    assert float(p.max()) <= 4.0 / 8 + 1e-12
+    assert int(p.argmax()) == 0
+    mild = frame_probabilities(torch.tensor([0.1, 0.0, -0.1]), SamplingConfig(frame_floor=0.0))
+    assert torch.allclose(mild, torch.softmax(torch.tensor([0.1, 0.0, -0.1], dtype=torch.float64), 0))
+
+
+def test_frame_mode_spends_the_budget_in_enough_frames():
+    T, P = 8, 4
+    _, u, x = _inputs(T, P)
+    masks, frames = frame_mode(u, x, kept=12, n=5, config=SamplingConfig(), generator=torch.Generator())
+    assert bool((frames.sum(1) == 3).all())  # ⌈8·0.125⌉ = 1 frame cannot hold 12 tokens: 3 needed
+    assert bool((masks.reshape(5, -1).sum(1) == 12).all())
+
+
+def test_rejects_bad_inputs():
+    s, u, x = _inputs(3, 5)
+    cfg = SamplingConfig(group_size=4)
+    g = torch.Generator()
+    with pytest.raises(ValueError):
+        sample_rollouts(s.reshape(-1), u, x, 0.2, cfg, g)
+    with pytest.raises(ValueError):
+        sample_rollouts(s, u[:2], x, 0.2, cfg, g)
+    with pytest.raises(ValueError):
+        sample_rollouts(s, u, x[:, :4], 0.2, cfg, g)
+    with pytest.raises(ValueError, match="Generator"):
+        sample_rollouts(s, u, x, 0.2, cfg, None)
+    with pytest.raises(ValueError):
+        SamplingConfig(group_size=0)
+    with pytest.raises(ValueError):
+        SamplingConfig(in_band_clamp=(2.0, 0.5))
+
+
+def test_full_size_sampling_is_fast():
+    """32 frames × 196 tokens (LLaVA-OV-7B scale), G = 32: vectorised, well under a second."""
+    T, P, D = 32, 196, 64
+    s, u, x = _inputs(T, P, D)
+    cfg = SamplingConfig(group_size=32)
+    sample_rollouts(s, u, x, 0.02, cfg, torch.Generator().manual_seed(0))  # warm-up
+    start = time.perf_counter()
+    ro = sample_rollouts(s, u, x, 0.02, cfg, torch.Generator().manual_seed(1))
+    elapsed = time.perf_counter() - start
+    assert bool((ro.masks.sum(1) == T * 4).all())
+    assert elapsed < 3.0, f"sampling took {elapsed:.2f}s"

@@ -1,0 +1,296 @@
+"""The training loop: batched reward calls, logs, validation, blind filter, exact resume, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+from cacovid.policy import CaCoVIDPolicy
+from cacovid.train.config import TrainConfig
+from cacovid.train.schedule import cosine_with_warmup, make_optimizer, make_scheduler
+from cacovid.train.trainer import Trainer
+from cacovid.train.update import PolicyUpdater
+from cacovid.train.validation import blind_answers_correct, blind_filter
+from cacovid.types import QAItem
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many tiny ops: one thread is several times faster than two on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world_items():
+    world = SyntheticWorld(WorldConfig(frames=4, target_frames=(1, 2)))
+    return list(world.items("train", 5)), list(world.items("val", 2))
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(
+        group_size=6,
+        iterations=2,
+        reward="dense",
+        blind_filter=False,
+        lr=1e-2,
+        warmup_fraction=0.0,
+        checkpoint_every=1,
+        val_every=100,
+        val_ratios=(0.5,),
+        seed=3,
+    )
+    return TrainConfig(**(base | kw))
+
+
+def _trainer(llm, items, vals, out, **kw) -> Trainer:
+    cfg = kw.pop("config", None) or _config(**kw.pop("cfg", {}))
+    policy = CaCoVIDPolicy.from_host(llm, seed=1)
+    return Trainer(llm, policy, cfg, items, vals, out, progress=False, **kw)
+
+
+def _events(path, kind):
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["event"] == kind]
+
+
+def test_one_batched_reward_call_per_iteration(llava_llm, world_items, tmp_path):
+    items, vals = world_items
+    calls = []
+    real = llava_llm.answer_logprobs_rows
+
+    def counting(rows, answers):
+        calls.append(len(rows))
+        return real(rows, answers)
+
+    llava_llm.answer_logprobs_rows = counting
+    try:
+        tr = _trainer(llava_llm, items[:2], vals, tmp_path)
+        summary = tr.fit()
+    finally:
+        del llava_llm.answer_logprobs_rows
+    assert calls == [6] * (2 * 2)  # G rows in one call, I iterations per item, 2 items
+    assert summary["finished"] and summary["steps"] == 4 and summary["items_done"] == 2
+    items_logged = _events(tmp_path / "log.jsonl", "item")
+    assert [r["item_id"] for r in items_logged] == [items[0].id, items[1].id]
+    for r in items_logged:
+        assert {
+            "reward",
+            "reward_token",
+            "reward_frame",
+            "reward_content",
+            "reward_top",
+            "ratio",
+            "loss",
+            "lr",
+        } <= set(r)
+        assert 0.0 <= r["reward"] <= 1.0
+    val = _events(tmp_path / "log.jsonl", "val")
+    assert [v["ratio"] for v in val] == [0.5] and val[0]["n"] == 2 and 0 <= val[0]["accuracy"] <= 1
+    assert "evidence_recall" in val[0]
+    assert summary["validation"][0]["ratio"] == 0.5
+    # the final policy is a loadable, host-checked policy
+    loaded = CaCoVIDPolicy.from_pretrained(tmp_path / "policy", host=llava_llm)
+    for k, v in tr.policy.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_resume_after_a_crash_equals_training_straight(llava_llm, world_items, tmp_path):
+    items, vals = world_items
+    straight = _trainer(llava_llm, items, vals, tmp_path / "a", cfg=dict(checkpoint_every=2, val_every=2))
+    straight.fit()
+    # "crash": run 3 items; the checkpoint is at item 2, item 3 is logged but lost.
+    crashed = _trainer(llava_llm, items, vals, tmp_path / "b", cfg=dict(checkpoint_every=2, val_every=2))
+    crashed.fit(max_items=3)
+    assert len(_events(tmp_path / "b" / "log.jsonl", "item")) == 3
+    resumed = _trainer(llava_llm, items, vals, tmp_path / "b", cfg=dict(checkpoint_every=2, val_every=2))
+    summary = resumed.fit()
+    assert summary["finished"] and summary["items_done"] == len(items)
+    a, b = straight.policy.state_dict(), resumed.policy.state_dict()
+    moved = max(
+        float((a[k] - CaCoVIDPolicy.from_host(llava_llm, seed=1).state_dict()[k]).abs().max()) for k in a
+    )
+    assert moved > 1e-4  # training really changed the weights, so equality below means something
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert straight.updater.ratio == resumed.updater.ratio
+    assert straight.updater.step == resumed.updater.step
+    # the resumed log holds each item exactly once, with the same numbers as the straight run
+    la = _events(tmp_path / "a" / "log.jsonl", "item")
+    lb = _events(tmp_path / "b" / "log.jsonl", "item")
+    assert [r["item_id"] for r in lb] == [r["item_id"] for r in la]
+    for ra, rb in zip(la, lb, strict=True):
+        assert math.isclose(ra["loss"], rb["loss"], rel_tol=1e-5, abs_tol=1e-7)
+        assert ra["reward"] == pytest.approx(rb["reward"], abs=1e-6)
+    va = [(r["items_done"], r["accuracy"]) for r in _events(tmp_path / "a" / "log.jsonl", "val")]
+    vb = [(r["items_done"], r["accuracy"]) for r in _events(tmp_path / "b" / "log.jsonl", "val")]
+    assert va == vb
+    fa = load_file(str(tmp_path / "a" / "policy" / "model.safetensors"))
+    fb = load_file(str(tmp_path / "b" / "policy" / "model.safetensors"))
+    assert all(torch.allclose(fa[k], fb[k], atol=1e-6) for k in fa)
+
+
+def test_resume_refuses_a_changed_config(llava_llm, world_items, tmp_path):
+    items, vals = world_items
+    _trainer(llava_llm, items[:2], [], tmp_path).fit(max_items=1)
+    with pytest.raises(ValueError, match="lr"):
+        _trainer(llava_llm, items[:2], [], tmp_path, cfg=dict(lr=5e-3)).fit()
+    with pytest.raises(ValueError, match="training items"):
+        _trainer(llava_llm, items[:3], [], tmp_path).fit()
+    # --no-resume starts afresh and overwrites
+    tr = _trainer(llava_llm, items[:2], [], tmp_path, cfg=dict(lr=5e-3), resume=False)
+    assert tr.fit()["finished"]
+
+
+def test_blind_filter_drops_items_answered_without_video(llava_llm):
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8)
+    probe = QAItem(
+        id="p", problem="what color ?", options=[], solution="x", problem_type="free-form", frames=frames
+    )
+    p = llava_llm.encode_item(probe)
+    blind_text = llava_llm.generate_rows([(p, torch.zeros(p.num_video_tokens, dtype=torch.bool), None)])[0]
+    assert blind_text  # the tiny model says something
+    easy = QAItem(
+        id="easy",
+        problem="what color ?",
+        options=[],
+        solution=blind_text,
+        problem_type="free-form",
+        frames=frames,
+    )
+    hard = QAItem(
+        id="hard",
+        problem="what color ?",
+        options=[],
+        solution="zebra crossing",
+        problem_type="free-form",
+        frames=frames,
+    )
+    assert blind_answers_correct(llava_llm, [easy, hard, easy], batch_size=2) == [True, False, True]
+    assert blind_filter(llava_llm, [easy, hard, easy]) == [1]
+
+
+def test_trainer_applies_the_blind_filter(llava_llm, world_items, tmp_path):
+    items, _ = world_items
+    probe = dataclasses.replace(items[1], problem_type="free-form", solution="?")
+    p = llava_llm.encode_item(probe)
+    said = llava_llm.generate_rows([(p, torch.zeros(p.num_video_tokens, dtype=torch.bool), None)])[0]
+    easy = dataclasses.replace(probe, id="easy", solution=said)  # answered right without the video
+    train = [items[0], easy, items[2]]
+    assert blind_answers_correct(llava_llm, train) == [False, True, False]
+    tr = _trainer(llava_llm, train, [], tmp_path, cfg=dict(blind_filter=True, iterations=1))
+    summary = tr.fit()
+    assert summary["train_items"] == 2
+    assert [r["item_id"] for r in _events(tmp_path / "log.jsonl", "item")] == [items[0].id, items[2].id]
+    filt = _events(tmp_path / "log.jsonl", "filter")[0]
+    assert (filt["n"], filt["kept"], filt["dropped"]) == (3, 2, 1)
+    only_easy = _trainer(llava_llm, [easy], [], tmp_path / "e", cfg=dict(blind_filter=True))
+    with pytest.raises(ValueError, match="blind test"):
+        only_easy.fit()
+
+
+def test_adaptive_ratio_halves_doubles_and_stays_in_bounds(llava_llm):
+    policy = CaCoVIDPolicy.from_host(llava_llm)
+    up = PolicyUpdater(policy, TrainConfig(ratio=0.02, ratio_min=0.01, ratio_max=0.12), total_steps=10)
+    up.adapt_ratio(0.9)
+    assert up.ratio == 0.01
+    up.adapt_ratio(1.0)
+    assert up.ratio == 0.01  # floor
+    up.adapt_ratio(0.5)
+    assert up.ratio == 0.01  # informative: unchanged
+    for want in (0.02, 0.04, 0.08, 0.12, 0.12):
+        up.adapt_ratio(0.1)
+        assert up.ratio == pytest.approx(want)
+    fixed = PolicyUpdater(policy, TrainConfig(adapt_ratio=False), total_steps=10)
+    fixed.adapt_ratio(1.0)
+    assert fixed.ratio == 0.02
+
+
+def test_schedule_counts_optimiser_steps(llava_llm):
+    assert cosine_with_warmup(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 100, 10) == pytest.approx(1.0)
+    assert cosine_with_warmup(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_with_warmup(55, 100, 10) == pytest.approx(0.5)
+    assert cosine_with_warmup(100, 100, 10, min_scale=0.1) == pytest.approx(0.1)
+    policy = CaCoVIDPolicy.from_host(llava_llm)
+    opt = make_optimizer(policy, lr=1e-3, layer_lr_scale=0.1)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, pytest.approx(1e-4)]
+    n_heads = sum(p.numel() for p in policy.head_parameters())
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == n_heads
+    sched = make_scheduler(opt, total_steps=20, warmup_fraction=0.0, min_scale=0.0)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="ratio"):
+        TrainConfig(ratio=0.5, ratio_max=0.12)
+    with pytest.raises(ValueError, match="group_size"):
+        TrainConfig(group_size=0)
+    with pytest.raises(ValueError, match="val_ratios"):
+        TrainConfig(val_ratios=(0.0,))
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"nope": 1})
+    cfg = TrainConfig(val_ratios=[0.3])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_cli_trains_and_resumes(tmp_path):
+    from typer.testing import CliRunner
+
+    from cacovid.cli.train import app
+    from cacovid.models.tiny import tiny_llava_onevision
+
+    model, proc = tiny_llava_onevision(
+        text_hidden=32, text_layers=1, heads=4, kv_heads=2, vision_hidden=32, vision_layers=1
+    )
+    model.save_pretrained(tmp_path / "model")
+    proc.save_pretrained(tmp_path / "model")
+    out = tmp_path / "run"
+    args = [
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        "synthetic",
+        "--world",
+        "frames=4,target_frames=1:2",
+        "--n-items",
+        "2",
+        "--val-items",
+        "2",
+        "--group-size",
+        "4",
+        "--iterations",
+        "1",
+        "--no-blind-filter",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--val-ratios",
+        "0.5,0.25",
+        "--reward",
+        "dense",
+        "--checkpoint-every",
+        "1",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "policy" / "model.safetensors").is_file()
+    assert json.loads((out / "world.json").read_text())["frames"] == 4
+    val = _events(out / "log.jsonl", "val")
+    assert sorted(v["ratio"] for v in val) == [0.25, 0.5]
+    again = CliRunner().invoke(app, args)  # resumes a finished run: nothing left to train
+    assert again.exit_code == 0, again.output
+    assert len(_events(out / "log.jsonl", "item")) == 2
+    bad = CliRunner().invoke(app, [*args[:-2], "--val-ratios", "abc"])
+    assert bad.exit_code != 0
