@@ -21,9 +21,10 @@ app = typer.Typer(
 
 
 def _mount() -> None:
+    from cacovid.cli import demo, toy, train, world
     from cacovid.cli import eval as eval_cli
-    from cacovid.cli import toy, train, world
 
+    app.command("demo")(demo.demo_command)
     app.add_typer(world.app, name="world", help="Look at and export the embedded synthetic video-QA world.")
     app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny video LLM.")
     app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
