@@ -24,8 +24,8 @@ class ToyModelConfig:
     text_layers: int = 4
     heads: int = 4
     kv_heads: int = 2
-    vision_hidden: int = 64
-    vision_layers: int = 2
+    vision_hidden: int = 128
+    vision_layers: int = 3
     seed: int = 0
 
     def to_dict(self) -> dict:

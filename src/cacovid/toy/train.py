@@ -37,7 +37,7 @@ class ToyTrainConfig:
     seed: int = 0
     world: dict[str, str] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-    vision_steps: int = 1500
+    vision_steps: int = 2000
     qa_steps: int = 6000
     batch_size: int = 8
     lr: float = 1e-3
@@ -174,6 +174,18 @@ def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torc
     return keep | ev
 
 
+SMALL_OBJECT_PX = 24
+
+
+def _cell_labels(item: QAItem, key: str) -> np.ndarray:
+    """Per-cell label maps from the world's meta; "token_small" marks cells of objects ≤ 24 px."""
+    if key != "token_small":
+        return item.meta[key]
+    obj = np.asarray(item.meta["token_object"])
+    small = np.array([False] + [o["size"] <= SMALL_OBJECT_PX for o in item.meta["objects"]])
+    return small[obj]
+
+
 class AuxProbe(nn.Module):
     """Dense per-token heads on projected video tokens: colour, shape, row, column.
 
@@ -210,7 +222,7 @@ def aux_loss(
     def labels(key: str) -> torch.Tensor:
         per_item = []
         for b, it in enumerate(items):
-            lab = torch.from_numpy(np.asarray(it.meta[key])).long()  # (T, g, g)
+            lab = torch.from_numpy(np.asarray(_cell_labels(it, key))).long()  # (T, g, g)
             if frames is not None:
                 lab = lab[frames[b]]
             per_item.append(lab.reshape(-1))
@@ -220,8 +232,14 @@ def aux_loss(
     B, N, _ = grid_feats.shape
     col, shp = labels("token_color"), labels("token_shape")
     col_logits, shp_logits = probe.color(grid_feats), probe.shape(grid_feats)
-    head_loss = F.cross_entropy(col_logits.reshape(B * N, -1), col.reshape(-1)) + F.cross_entropy(
-        shp_logits.reshape(B * N, -1), shp.reshape(-1)
+    # Inside a large object a 16 px cell is a patch of flat colour whatever the shape, so its shape
+    # label is mostly noise: small objects (target-sized) carry the shape signal.
+    small = labels("token_small").float()
+    shape_w = torch.where(col > 0, 0.2 + 0.8 * small, torch.ones_like(small))
+    shape_ce = F.cross_entropy(shp_logits.reshape(B * N, -1), shp.reshape(-1), reduction="none")
+    head_loss = (
+        F.cross_entropy(col_logits.reshape(B * N, -1), col.reshape(-1))
+        + (shape_ce * shape_w.reshape(-1)).sum() / shape_w.sum()
     )
     g = probe.grid
     rc = probe.position(grid_feats)  # (B, N, 2g)
@@ -238,8 +256,10 @@ def aux_loss(
     align = -0.5 * (logp.gather(-1, cw[..., None]) + logp.gather(-1, sw[..., None])).mean()
     with torch.no_grad():
         obj = col > 0
+        tiny = obj & (small > 0)
         acc = 0.5 * (
-            (col_logits.argmax(-1) == col)[obj].float().mean() + (shp_logits.argmax(-1) == shp)[obj].float().mean()
+            (col_logits.argmax(-1) == col)[obj].float().mean()
+            + (shp_logits.argmax(-1) == shp)[tiny].float().mean()
         )
     return head_loss + 0.5 * pos_loss + 0.5 * align, acc.item()
 
