@@ -49,7 +49,7 @@ def results(tmp_path_factory):
 def test_report_renders_markdown_and_pngs(results, tmp_path):
     files = build_report(results, tmp_path / "report", n_heatmap_items=1)
     md = files.markdown.read_text()
-    assert "| Method | Retention | color | shape | Avg. | % of full | Ev. recall |" in md
+    assert "| Method | Retention | color | motion | Avg. | % of full | Ev. recall |" in md
     assert "Prefill speed-up" in md and "## Efficiency" in md
     for name in ("*full*", "*blind*", "*oracle*", "random", "uniform", "fastv†"):
         assert f"| {name} |" in md

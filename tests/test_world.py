@@ -28,7 +28,8 @@ N_SAMPLES = 150
 
 @pytest.fixture(scope="module")
 def world() -> SyntheticWorld:
-    return SyntheticWorld()
+    # Every family, `shape` included (the default leaves it out for the embedded toy model).
+    return SyntheticWorld(WorldConfig(families=FAMILIES))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def samples(world):
 
 # ---- determinism and splits ---------------------------------------------------------------------
 def test_same_seed_same_item(world):
-    a, b = world.item("test", 17), SyntheticWorld(WorldConfig()).item("test", 17)
+    a, b = world.item("test", 17), SyntheticWorld(WorldConfig(families=FAMILIES)).item("test", 17)
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.evidence, b.evidence)
     assert (a.problem, a.options, a.solution, a.family, a.id) == (
@@ -193,12 +194,12 @@ def test_question_attributes_are_unique_and_answers_true(samples):
         elif item.family == "order":
             first, second = targets
             assert np.flatnonzero(first.visible)[0] < np.flatnonzero(second.visible)[0]
-            assert answer == first.shape and second.shape in item.options
-            in_video = {o.shape for o in s.scene.objects}
-            absent = set(item.options) - {first.shape, second.shape}
+            assert answer == first.color and second.color in item.options
+            in_video = {o.color for o in s.scene.objects}
+            absent = set(item.options) - {first.color, second.color}
             assert len(absent) == 2 and not absent & in_video
-            assert first.shape not in {d.shape for d in distractors}
-            assert second.shape not in {d.shape for d in distractors}
+            assert first.color not in {d.color for d in distractors}
+            assert second.color not in {d.color for d in distractors}
         elif item.family == "count":
             (target,) = targets
             assert int(answer) == int(target.visible.sum())
@@ -246,7 +247,7 @@ def test_answer_values_are_balanced(big_stats):
         "color": COLOR_NAMES,
         "shape": SHAPE_NAMES,
         "motion": tuple(DIRECTIONS),
-        "order": SHAPE_NAMES,
+        "order": COLOR_NAMES,
         "count": tuple(str(c) for c in range(WorldConfig().count_range[0], WorldConfig().count_range[1] + 1)),
     }
     for family, stats in big_stats.items():

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cacovid.data.synthetic import FAMILIES, SyntheticWorld, WorldConfig, parse_world_overrides
+from cacovid.data.synthetic.config import DEFAULT_FAMILIES
 
 
 def test_defaults_match_the_spec():
@@ -14,7 +15,8 @@ def test_defaults_match_the_spec():
     assert (cfg.frames, cfg.frame_size, cfg.token_grid) == (16, 112, 7)
     assert (cfg.num_distractors, cfg.num_salient, cfg.distractor_salience) == (5, 2, 1.0)
     assert cfg.target_size == (14, 20) and cfg.target_frames == (3, 5)
-    assert cfg.families == FAMILIES and cfg.seed_offset == 0
+    assert cfg.families == DEFAULT_FAMILIES and cfg.seed_offset == 0
+    assert set(DEFAULT_FAMILIES) == set(FAMILIES) - {"shape"}
     assert cfg.cell_size == 16 and cfg.num_tokens == 784 and cfg.evidence_min_pixels == 26
     assert cfg.count_range == (3, 6)
 
