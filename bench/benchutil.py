@@ -1,0 +1,164 @@
+"""Shared helpers of the benchmark scripts: model choice, synthetic items, clocks, tables.
+
+The scripts import this module as a sibling (`import benchutil`): run them as
+`.venv/bin/python bench/<script>.py`, which puts `bench/` on `sys.path`; the tests do the same.
+
+Models (`--model`):
+- `toy`: the shipped, trained toy model (`cacovid/toy/weights`); the default when it is installed;
+- `tiny`: the toy architecture with random weights (`cacovid.toy.model.build_toy_model()`); the
+  default when the toy weights are absent;
+- `micro`: an even smaller random LLaVA-OneVision (text hidden 64, 2 layers), for smoke tests;
+- anything else: a checkpoint directory or hub id for `cacovid.models.load_video_llm`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MICRO_SIZES = dict(text_hidden=64, text_layers=2, heads=4, kv_heads=2, vision_hidden=64, vision_layers=2)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---- environment ---------------------------------------------------------------------------------
+def setup_torch(threads: int) -> None:
+    """Pin the thread count (the benchmarks share the machine; timings need a fixed setting)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but CUDA is not available here")
+    return device
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so a clock read covers it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def parse_floats(text: str) -> list[float]:
+    values = [float(s) for s in text.split(",") if s.strip()]
+    if not values:
+        raise SystemExit(f"expected a comma-separated list of numbers, got {text!r}")
+    return values
+
+
+def parse_names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+# ---- models and items ----------------------------------------------------------------------------
+def toy_installed() -> bool:
+    from cacovid.models import toy_weights_dir
+
+    return (toy_weights_dir() / "config.json").is_file()
+
+
+def default_model() -> str:
+    """ "toy" when the trained toy weights are installed, else "tiny" (same architecture, random)."""
+    return "toy" if toy_installed() else "tiny"
+
+
+def describe_model(name: str) -> str:
+    return {
+        "toy": "toy (shipped trained weights)",
+        "tiny": "tiny random LLaVA-OneVision (toy architecture, untrained)",
+        "micro": "micro random LLaVA-OneVision (hidden 64, 2 layers, untrained)",
+    }.get(name, name)
+
+
+def load_model(name: str, device: torch.device, dtype: torch.dtype = torch.float32):
+    """The adapter for `--model` (see the module docstring)."""
+    from cacovid.models import LlavaOneVisionVideoLLM, load_video_llm
+
+    if name in ("tiny", "micro"):
+        from cacovid.models.tiny import tiny_llava_onevision
+        from cacovid.toy.model import build_toy_model, toy_vocabulary
+
+        if name == "tiny":
+            model, processor = build_toy_model()
+        else:
+            model, processor = tiny_llava_onevision(toy_vocabulary(), seed=0, **MICRO_SIZES)
+        model.to(device=device, dtype=dtype)
+        return LlavaOneVisionVideoLLM(model, processor, name_or_path=name)
+    return load_video_llm(name, device=device, dtype=dtype)
+
+
+def synthetic_items(n: int, world: str | None = None, split: str = "test") -> list:
+    """The first `n` items of a synthetic split (`world`: overrides such as "frames=4")."""
+    from cacovid.evaluate.sources import synthetic_source
+
+    return list(synthetic_source(world or None, split, n).items())
+
+
+def untrained_policy(adapter):
+    """A fresh CaCoVID policy for `adapter` (its first layer copied, new heads), on its device."""
+    from cacovid.policy import CaCoVIDPolicy
+
+    return CaCoVIDPolicy.from_host(adapter).to(adapter.device).eval()
+
+
+# ---- clocks --------------------------------------------------------------------------------------
+def time_ms(fn: Callable[[], Any], device: torch.device, *, repeats: int, warmup: int) -> list[float]:
+    """Wall times (ms) of `repeats` calls of `fn` after `warmup` unmeasured ones, device-synchronised."""
+    if repeats < 1 or warmup < 0:
+        raise SystemExit(f"need --repeats >= 1 and --warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(statistics.median(vals)) if vals else None
+
+
+# ---- output --------------------------------------------------------------------------------------
+def fmt(x: float | None, spec: str = "{:.2f}") -> str:
+    return "—" if x is None else spec.format(x)
+
+
+def print_table(table: Any) -> None:
+    """Print a rich table wide enough not to wrap (benchmark tables are read from logs). Markup and
+    emoji codes are off: item ids such as "synthetic:train:0" must print as they are."""
+    from rich.console import Console
+
+    console = Console(width=max(120, _min_width(table)), markup=False, emoji=False, highlight=False)
+    console.print(table)
+
+
+def _min_width(table: Any) -> int:
+    return sum(max(len(str(c.header)), 8) + 3 for c in table.columns)
+
+
+def write_json(path: str | Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }

@@ -1,0 +1,115 @@
+"""Smoke tests of the benchmark scripts in bench/: each `main(argv)` runs with its smallest settings on a
+tiny random model and returns / prints the table rows it should. No timing is checked here: speed and
+memory figures belong to the benchmarks' own output."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from cacovid.selectors.registry import available_selectors
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+WORLD = "frames=6"  # the smallest default-family world: 6 x 49 = 294 video tokens
+
+
+def _bench(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import their sibling `benchutil`
+    return importlib.import_module(name)
+
+
+def _selectors() -> list[str]:
+    return [n for n in available_selectors() if n != "cacovid"] + ["cacovid"]
+
+
+def test_selectors_speed_rows(llava_llm, capsys):
+    mod = _bench("selectors_speed")
+    argv = ["--repeats", "1", "--warmup", "0", "--world", WORLD, "--sizes", "model,7b"]
+    argv += ["--big-frames", "2", "--big-side", "4", "--big-hidden", "64", "--big-policy", "on"]
+    result = mod.main(argv, adapter=llava_llm)
+    assert result["failed"] == []
+    names = [*_selectors(), mod.SELECT_ONLY]
+    got = {(r["size"], r["method"], r["ratio"]) for r in result["rows"]}
+    want = {(size, m, ratio) for size in ("model", "7b") for m in names for ratio in (0.25, 0.1)}
+    assert got == want
+    assert result["shapes"]["model"]["video_tokens"] == 6 * 49
+    assert result["shapes"]["7b"] == {
+        "frames": 2,
+        "tokens_per_frame": 16,
+        "video_tokens": 32,
+        "seq_len": 14 + 32 + 48,
+        "hidden": 64,
+    }
+    for r in result["rows"]:
+        n = result["shapes"][r["size"]]["video_tokens"]
+        assert r["kept"] == int(r["ratio"] * n + 1e-9)
+        assert r["median_ms"] is not None and r["median_ms"] >= 0
+    out = capsys.readouterr().out
+    for m in names:
+        assert m in out
+    assert "ranking only" in out  # the 7b FastV caveat is printed
+
+
+def test_selectors_speed_fake_prompt_is_7b_sized_by_default():
+    mod = _bench("selectors_speed")
+    prompt = mod.fake_prompt(frames=32, tokens_per_side=14, hidden=8)  # small hidden: cheap to build
+    assert prompt.num_video_tokens == 6272 and prompt.video_grid == (32, 14, 14)
+    assert prompt.extras["vision_attention"].shape == (6272,)
+    assert prompt.evidence_mask is not None and bool(prompt.evidence_mask.any())
+
+
+def test_selectors_speed_micro_model_and_json(tmp_path):
+    mod = _bench("selectors_speed")
+    path = tmp_path / "sel.json"
+    argv = ["--model", "micro", "--sizes", "model", "--methods", "random,uniform", "--ratios", "0.5"]
+    argv += ["--repeats", "1", "--warmup", "0", "--world", WORLD, "--json", str(path)]
+    result = mod.main(argv)
+    assert [(r["method"], r["ratio"]) for r in result["rows"]] == [("random", 0.5), ("uniform", 0.5)]
+    assert path.is_file() and '"selectors_speed"' in path.read_text()
+
+
+def test_selectors_speed_rejects_unknown_method():
+    mod = _bench("selectors_speed")
+    with pytest.raises(SystemExit):
+        mod.main(["--methods", "nosuch", "--sizes", "7b"])
+
+
+def test_prefill_rows(llava_llm, capsys):
+    mod = _bench("prefill")
+    argv = ["--items", "1", "--repeats", "1", "--warmup", "0", "--ratios", "0.25,0.1", "--world", WORLD]
+    result = mod.main(argv, adapter=llava_llm)
+    assert result["failed"] == []
+    got = [(r["method"], r["ratio"]) for r in result["rows"]]
+    want = [("full", 1.0)] + [
+        (m, r) for m in ("random", "uniform", "divprune", "cacovid") for r in (0.25, 0.1)
+    ]
+    assert got == want
+    full = result["rows"][0]
+    assert full["kept_tokens"] == 6 * 49 and full["flops_fraction"] == pytest.approx(1.0)
+    for r in result["rows"][1:]:
+        assert r["kept_tokens"] == int(r["ratio"] * 6 * 49 + 1e-9)
+        assert 0 < r["flops_fraction"] < 1
+        for key in ("compression_ms", "prefill_ms", "ttft_ms", "encode_ms"):
+            assert r[key] is not None and r[key] >= 0
+    out = capsys.readouterr().out
+    assert "TTFT" in out and "cacovid" in out and "divprune" in out
+
+
+def test_reward_variance_rows(llava_llm, capsys):
+    mod = _bench("reward_variance")
+    argv = ["--items", "2", "--iterations", "1", "--group-size", "8", "--world", WORLD]
+    result = mod.main(argv, adapter=llava_llm)
+    assert [r["item"] for r in result["per_item"]] == ["synthetic:train:0", "synthetic:train:1"]
+    assert [s["reward"] for s in result["summary"]] == ["accuracy", "dense"]
+    for row in result["per_item"]:
+        assert 0.0 <= row["accuracy_mean"] <= 1.0 and 0.0 <= row["dense_mean"] <= 1.0
+        assert row["kept"] == 6  # r = 0.02 of 49 tokens rounds up to 1 per frame
+    for s in result["summary"]:
+        assert 0.0 <= s["zero_var_fraction"] <= 1.0
+        assert s["ms_per_iteration"] is not None and s["ms_per_iteration"] > 0
+    out = capsys.readouterr().out
+    assert "synthetic:train:0" in out and "0-var groups" in out
