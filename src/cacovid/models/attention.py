@@ -49,6 +49,29 @@ def capture_output(module: nn.Module, index: int | None = None) -> Iterator[list
         handle.remove()
 
 
+class StopForward(Exception):
+    """Raised by `stop_after` to end a forward pass once the module of interest has run."""
+
+
+@contextlib.contextmanager
+def stop_after(module: nn.Module) -> Iterator[None]:
+    """End the enclosing forward right after `module` (FastV-style ranking needs only layers ≤ K).
+
+    The block swallows the `StopForward` it caused, so the caller just reads what it captured.
+    """
+
+    def hook(_mod: nn.Module, _args, _output) -> None:
+        raise StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+
+
 @contextlib.contextmanager
 def capture_inputs(module: nn.Module) -> Iterator[list]:
     """Collect `(args, kwargs)` of every call of `module` inside the block."""

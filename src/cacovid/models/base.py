@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cacovid.models.attention import capture_output, eager_attention
+from cacovid.models.attention import capture_output, eager_attention, stop_after
 from cacovid.models.frames import read_frames
 from cacovid.models.packing import PackedBatch, normalize_rows, pack_rows
 from cacovid.types import EncodedPrompt, QAItem, token_budget
@@ -384,8 +384,9 @@ class VideoLLM(ABC):
     def last_token_attention(self, prompt: EncodedPrompt, layer: int) -> torch.Tensor:
         """(N,) attention of the last prompt token to each video token at decoder layer `layer`.
 
-        Runs the language model on the full prompt with eager attention (for this call only) and
-        averages the layer's attention probabilities over heads.
+        Runs the language model's first `layer` + 1 decoder layers on the full prompt with eager
+        attention (for this call only; the forward stops after that layer) and averages the layer's
+        attention probabilities over heads.
         """
         lm = self.language_model()
         n_layers = len(lm.layers)
@@ -394,7 +395,11 @@ class VideoLLM(ABC):
         embeds = prompt.inputs_embeds.to(self.device, self.dtype).unsqueeze(0)
         positions = prompt.position_ids.to(self.device).unsqueeze(-2)  # (1, L) or (3, 1, L)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-        with eager_attention(lm), capture_output(lm.layers[layer].self_attn, index=1) as got:
+        with (
+            eager_attention(lm),
+            capture_output(lm.layers[layer].self_attn, index=1) as got,
+            stop_after(lm.layers[layer]),
+        ):
             lm(
                 inputs_embeds=embeds,
                 position_ids=self.lm_position_ids(positions),
