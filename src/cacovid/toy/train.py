@@ -38,20 +38,20 @@ class ToyTrainConfig:
     world: dict[str, str] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     vision_steps: int = 2000
-    qa_steps: int = 6000
+    qa_steps: int = 2500
     batch_size: int = 8
     lr: float = 1e-3
     vision_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
     aux_weight: float = 0.5
-    full_keep_prob: float = 0.2
-    other_keep_max: float = 0.3
+    full_keep_prob: float = 0.1
+    other_keep_max: float = 0.25
     val_every: int = 500
     val_n: int = 160
     stage1_frames: int = 4
     checkpoint_every: int = 50
-    threads: int = 2
+    threads: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
