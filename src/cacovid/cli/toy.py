@@ -17,7 +17,7 @@ def train_command(
     world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…]."),
     seed: int = typer.Option(0, help="Seed for initialisation, data order and token dropout."),
     vision_steps: int = typer.Option(
-        300, help="Stage 1 steps (vision tower + projector, dense auxiliary loss)."
+        2000, help="Stage 1 steps (vision tower + projector, dense auxiliary loss)."
     ),
     qa_steps: int = typer.Option(2500, help="Stage 2 steps (whole model, answer + auxiliary loss)."),
     batch_size: int = typer.Option(8),
