@@ -45,6 +45,7 @@ class ToyTrainConfig:
     weight_decay: float = 0.01
     warmup: int = 100
     aux_weight: float = 0.5
+    value_weight: float = 0.5
     full_keep_prob: float = 0.1
     other_keep_max: float = 0.25
     val_every: int = 500
@@ -159,9 +160,14 @@ def video_features(model, pixel_values_videos: torch.Tensor, train_tower: bool) 
     return torch.cat([feats, newline], dim=1)
 
 
-def lm_logits_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
+def lm_hidden_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
+    """(B, n_tail, D) last hidden states of the language model at the last `n_tail` positions."""
     out = model.model.language_model(inputs_embeds=x, attention_mask=mask, position_ids=pid)
-    return model.lm_head(out.last_hidden_state[:, -n_tail:])
+    return out.last_hidden_state[:, -n_tail:]
+
+
+def lm_logits_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
+    return model.lm_head(lm_hidden_tail(model, x, mask, pid, n_tail))
 
 
 def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torch.Tensor | None:
@@ -193,8 +199,11 @@ class AuxProbe(nn.Module):
     has already absorbed. `scale` is the temperature of the word-alignment logits.
     """
 
-    def __init__(self, hidden: int, grid: int, n_colors: int, n_shapes: int) -> None:
+    def __init__(self, hidden: int, grid: int, n_colors: int, n_shapes: int, vocab: int) -> None:
         super().__init__()
+        # Answer-value head on the language model's last prompt position: predicting "red" (not just
+        # "A") splits the answer into two easier hops, video → value and value → option letter.
+        self.value = nn.Linear(hidden, vocab)
         self.grid = grid
         self.color = nn.Linear(hidden, n_colors)
         self.shape = nn.Linear(hidden, n_shapes)
@@ -295,6 +304,7 @@ class ToyTrainer:
                 grid,
                 n_colors=len(self.batcher.color_word),
                 n_shapes=len(self.batcher.shape_word),
+                vocab=self.model.config.text_config.vocab_size,
             )
         vision = [
             p for n, p in self.model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n
@@ -367,12 +377,18 @@ class ToyTrainer:
             x, mask, pid = build_rows(
                 self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True
             )
-            logits = lm_logits_tail(self.model, x, mask, pid, 2)  # (B, 2, V)
+            hidden = lm_hidden_tail(self.model, x, mask, pid, 2)  # (B, 2, D)
+            logits = self.model.lm_head(hidden)  # (B, 2, V)
             letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
             targets = torch.stack([letters, torch.full_like(letters, self.batcher.eos_id)], 1)
             qa = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-            loss = qa + cfg.aux_weight * aux
+            values = torch.tensor(
+                [self.batcher.tok.convert_tokens_to_ids(str(it.meta["answer"])) for it in items]
+            )
+            value = F.cross_entropy(self.probe.value(hidden[:, 0]), values)
+            loss = qa + cfg.aux_weight * aux + cfg.value_weight * value
             metrics["qa"] = qa.item()
+            metrics["value"] = value.item()
             metrics["acc"] = (logits[:, 0].argmax(-1) == letters).float().mean().item()
             lr_scale = _lr_factor(step - cfg.vision_steps, cfg.warmup, total_steps - cfg.vision_steps)
         for g in self.opt.param_groups:
