@@ -31,9 +31,9 @@ LETTERS = "ABCD"
 TEMPLATES: dict[str, str] = {
     "color": "what color is the {shape} ?",
     "shape": "which shape is {color} ?",
-    "motion": "which way does the {shape} move ?",
+    "motion": "which way does the {color} {shape} move ?",
     "order": "which of these appears first ?",
-    "count": "in how many frames does the {shape} appear ?",
+    "count": "in how many frames does the {color} {shape} appear ?",
 }
 
 
@@ -96,7 +96,14 @@ def plan(family: str, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
         shape, color = _pick(rng, SHAPE_NAMES), _pick(rng, COLOR_NAMES)
         direction = _pick(rng, tuple(DIRECTIONS))
         spec = TargetSpec(shape, color, _window(rng, T, _length(rng, max(lo, 2), hi)), direction)
-        return Plan(family, direction, [spec], forbidden_shapes={shape}, extra={"shape": shape})
+        return Plan(
+            family,
+            direction,
+            [spec],
+            forbidden_shapes={shape},
+            forbidden_colors={color},
+            extra={"shape": shape, "color": color},
+        )
     if family == "order":
         # Four distinct colours: first target, second target, and two colours absent from the video.
         # Colours, not shapes: a from-scratch toy model reads colour per token far more reliably than
@@ -123,7 +130,12 @@ def plan(family: str, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
         spec = TargetSpec(shape, color, frames)
         options = [str(low + k) for k in range(4)]
         return Plan(
-            family, str(count), [spec], forbidden_shapes={shape}, extra={"shape": shape, "options": options}
+            family,
+            str(count),
+            [spec],
+            forbidden_shapes={shape},
+            forbidden_colors={color},
+            extra={"shape": shape, "color": color, "options": options},
         )
     raise ValueError(f"unknown question family {family!r}")
 
@@ -149,13 +161,13 @@ def ask(p: Plan, rng: np.random.Generator, scene: Scene) -> tuple[str, list[str]
         problem = TEMPLATES["shape"].format(color=p.extra["color"])
         values = [p.answer, *_wrong_options(rng, p.answer, [o.shape for o in distractors], SHAPE_NAMES)]
     elif p.family == "motion":
-        problem = TEMPLATES["motion"].format(shape=p.extra["shape"])
+        problem = TEMPLATES["motion"].format(color=p.extra["color"], shape=p.extra["shape"])
         values = list(DIRECTIONS)
     elif p.family == "order":
         problem = TEMPLATES["order"]
         values = list(p.extra["options"])
     elif p.family == "count":
-        problem = TEMPLATES["count"].format(shape=p.extra["shape"])
+        problem = TEMPLATES["count"].format(color=p.extra["color"], shape=p.extra["shape"])
         values = list(p.extra["options"])
     else:
         raise ValueError(f"unknown question family {p.family!r}")
