@@ -29,6 +29,7 @@ def _config(tmp_path, **kw) -> ToyTrainConfig:
         checkpoint_every=1,
         threads=1,
         warmup=1,
+        attn_layer=1,
     )
     base.update(kw)
     return ToyTrainConfig(**base)
@@ -79,3 +80,27 @@ def test_resume_is_exact(tmp_path):
     ):
         torch.testing.assert_close(a, b, msg=name)
     assert straight.step == resumed.step == 4
+
+
+def test_query_attention_matches_eager_attention(tmp_path):
+    """The recomputed attention row of the grounding loss equals the layer's own eager attention."""
+    from cacovid.models.attention import capture_inputs, capture_output, eager_attention
+    from cacovid.toy.train import lm_hidden_tail, query_attention
+
+    tr = ToyTrainer(_config(tmp_path))
+    items = tr._items(0)
+    enc = tr.batcher.encode(items)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        feats = video_features(tr.model, enc["pixel_values_videos"], train_tower=False)
+        n = feats.shape[1] - 1
+        keeps = [torch.rand(n, generator=gen) < 0.3, None]  # rows of different lengths: left padding
+        x, mask, pid = build_rows(tr.model, tr.batcher, items, enc["ids"], keeps, feats, with_answer=True)
+        lm = tr.model.model.language_model
+        attn = lm.layers[1].self_attn
+        with eager_attention(lm), capture_output(attn, index=1) as ref, capture_inputs(attn) as inp:
+            lm_hidden_tail(tr.model, x, mask, pid, 2)
+        ours = query_attention(attn, *inp[-1], mask, query=-2)
+    theirs = ref[-1][:, :, -2, :]
+    valid = mask.bool()[:, None, :].expand_as(theirs)
+    torch.testing.assert_close(ours[valid], theirs[valid], atol=1e-5, rtol=1e-4)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cacovid.models.attention import capture_inputs
 from cacovid.toy.model import BACKGROUND_WORD, ToyModelConfig, build_toy_model
 from cacovid.types import QAItem
 
@@ -46,6 +47,8 @@ class ToyTrainConfig:
     warmup: int = 100
     aux_weight: float = 0.5
     value_weight: float = 0.5
+    attend_weight: float = 0.5
+    attn_layer: int = 2
     full_keep_prob: float = 0.1
     other_keep_max: float = 0.25
     val_every: int = 500
@@ -103,14 +106,16 @@ def build_rows(
     keeps: list[torch.Tensor | None],
     video_feats: torch.Tensor,
     with_answer: bool,
+    evidence: list[torch.Tensor] | None = None,
 ):
     """Left-padded (inputs_embeds, attention_mask, position_ids) for pruned prompts (+ answer letter).
 
     `video_feats` (B, N+1, D) from get_video_features (grid tokens then image_newline). Kept tokens keep
-    their original 1-D positions; text and the newline token are always kept.
+    their original 1-D positions; text and the newline token are always kept. With `evidence` ((N,)
+    bool per item) a fourth value marks where kept evidence tokens sit in the padded rows.
     """
     embed = model.get_input_embeddings()
-    seqs, poss = [], []
+    seqs, poss, evs = [], [], []
     n_video = video_feats.shape[1]
     for b, it in enumerate(items):
         ids = _expand_video(ids_list[b], batcher.video_id, n_video)
@@ -121,23 +126,32 @@ def build_rows(
         if keeps[b] is not None:
             keep_seq[vid[:-1]] = keeps[b]
         pos = torch.arange(len(ids))
-        e, pos = e[keep_seq], pos[keep_seq]
+        ev_seq = torch.zeros(len(ids), dtype=torch.bool)
+        if evidence is not None:
+            ev_seq[vid[:-1]] = evidence[b]
+        e, pos, ev_seq = e[keep_seq], pos[keep_seq], ev_seq[keep_seq]
         if with_answer:
             letter = torch.tensor([batcher.letter_ids[it.solution]])
             e = torch.cat([e, embed(letter)])
             pos = torch.cat([pos, pos[-1:] + 1])
+            ev_seq = torch.cat([ev_seq, torch.zeros(1, dtype=torch.bool)])
         seqs.append(e)
         poss.append(pos)
+        evs.append(ev_seq)
     L = max(s.shape[0] for s in seqs)
     D = seqs[0].shape[1]
     B = len(seqs)
     x = seqs[0].new_zeros(B, L, D)
     mask = torch.zeros(B, L, dtype=torch.long)
     pid = torch.zeros(B, L, dtype=torch.long)
+    ev_mask = torch.zeros(B, L, dtype=torch.bool)
     for b, (s, p) in enumerate(zip(seqs, poss, strict=True)):
         x[b, L - s.shape[0] :] = s
         mask[b, L - s.shape[0] :] = 1
         pid[b, L - s.shape[0] :] = p
+        ev_mask[b, L - s.shape[0] :] = evs[b]
+    if evidence is not None:
+        return x, mask, pid, ev_mask
     return x, mask, pid
 
 
@@ -158,6 +172,36 @@ def video_features(model, pixel_values_videos: torch.Tensor, train_tower: bool) 
     feats = feats.reshape(B, -1, feats.shape[-1])
     newline = m.image_newline[None, None, :].expand(B, 1, -1).to(feats.dtype)
     return torch.cat([feats, newline], dim=1)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+
+
+def query_attention(
+    attn: nn.Module, args: tuple, kwargs: dict, mask: torch.Tensor, query: int
+) -> torch.Tensor:
+    """(B, H, L) attention probabilities of one query position in a Qwen2 attention layer.
+
+    Recomputed from the layer's captured inputs for that single query row (causal + padding mask),
+    so the model keeps running fused attention and no (L, L) map is built.
+    """
+    h = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    cos, sin = kwargs["position_embeddings"]
+    B, L, _ = h.shape
+    hd = attn.head_dim
+    q = attn.q_proj(h[:, query:][:, :1]).view(B, 1, -1, hd).transpose(1, 2)  # (B, H, 1, hd)
+    k = attn.k_proj(h).view(B, L, -1, hd).transpose(1, 2)  # (B, Hkv, L, hd)
+    qi = query % L
+    q = _rotate(q, cos[:, qi : qi + 1], sin[:, qi : qi + 1])
+    k = _rotate(k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)).squeeze(2) * attn.scaling  # (B, H, L)
+    allowed = mask.bool() & (torch.arange(L) <= qi)  # (B, L)
+    scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
+    return scores.softmax(-1)
 
 
 def lm_hidden_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
@@ -374,10 +418,18 @@ class ToyTrainer:
             lr_scale = _lr_factor(step, cfg.warmup, cfg.vision_steps)
         else:
             keeps = [sample_keep(it, cfg, gen) for it in items]
-            x, mask, pid = build_rows(
-                self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True
+            evidence = [torch.from_numpy(np.ascontiguousarray(it.evidence)).reshape(-1) for it in items]
+            x, mask, pid, ev_mask = build_rows(
+                self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True, evidence=evidence
             )
-            hidden = lm_hidden_tail(self.model, x, mask, pid, 2)  # (B, 2, D)
+            lm = self.model.model.language_model
+            with capture_inputs(lm.layers[cfg.attn_layer].self_attn) as got:
+                hidden = lm_hidden_tail(self.model, x, mask, pid, 2)  # (B, 2, D)
+            # Grounding signal: the last prompt token (-2; the answer letter follows) should put its
+            # attention mass on the evidence tokens at one layer, as a pretrained model has learnt to.
+            att = query_attention(lm.layers[cfg.attn_layer].self_attn, *got[-1], mask, query=-2).mean(1)
+            has = ev_mask.any(-1)
+            attend = -((att * ev_mask).sum(-1)[has] + 1e-6).log().mean()
             logits = self.model.lm_head(hidden)  # (B, 2, V)
             letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
             targets = torch.stack([letters, torch.full_like(letters, self.batcher.eos_id)], 1)
@@ -386,8 +438,9 @@ class ToyTrainer:
                 [self.batcher.tok.convert_tokens_to_ids(str(it.meta["answer"])) for it in items]
             )
             value = F.cross_entropy(self.probe.value(hidden[:, 0]), values)
-            loss = qa + cfg.aux_weight * aux + cfg.value_weight * value
+            loss = qa + cfg.aux_weight * aux + cfg.value_weight * value + cfg.attend_weight * attend
             metrics["qa"] = qa.item()
+            metrics["attend"] = attend.item()
             metrics["value"] = value.item()
             metrics["acc"] = (logits[:, 0].argmax(-1) == letters).float().mean().item()
             lr_scale = _lr_factor(step - cfg.vision_steps, cfg.warmup, total_steps - cfg.vision_steps)
