@@ -30,6 +30,7 @@ def _config(tmp_path, **kw) -> ToyTrainConfig:
         threads=1,
         warmup=1,
         attn_layer=1,
+        option_attn_layer=1,
     )
     base.update(kw)
     return ToyTrainConfig(**base)

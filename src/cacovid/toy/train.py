@@ -49,6 +49,7 @@ class ToyTrainConfig:
     value_weight: float = 0.5
     attend_weight: float = 0.5
     attn_layer: int = 2
+    option_attn_layer: int = 3
     full_keep_prob: float = 0.1
     other_keep_max: float = 0.25
     val_every: int = 500
@@ -115,7 +116,7 @@ def build_rows(
     bool per item) a fourth value marks where kept evidence tokens sit in the padded rows.
     """
     embed = model.get_input_embeddings()
-    seqs, poss, evs = [], [], []
+    seqs, poss, evs, id_rows = [], [], [], []
     n_video = video_feats.shape[1]
     for b, it in enumerate(items):
         ids = _expand_video(ids_list[b], batcher.video_id, n_video)
@@ -129,15 +130,17 @@ def build_rows(
         ev_seq = torch.zeros(len(ids), dtype=torch.bool)
         if evidence is not None:
             ev_seq[vid[:-1]] = evidence[b]
-        e, pos, ev_seq = e[keep_seq], pos[keep_seq], ev_seq[keep_seq]
+        e, pos, ev_seq, kept_ids = e[keep_seq], pos[keep_seq], ev_seq[keep_seq], ids[keep_seq]
         if with_answer:
             letter = torch.tensor([batcher.letter_ids[it.solution]])
             e = torch.cat([e, embed(letter)])
             pos = torch.cat([pos, pos[-1:] + 1])
             ev_seq = torch.cat([ev_seq, torch.zeros(1, dtype=torch.bool)])
+            kept_ids = torch.cat([kept_ids, letter])
         seqs.append(e)
         poss.append(pos)
         evs.append(ev_seq)
+        id_rows.append(kept_ids)
     L = max(s.shape[0] for s in seqs)
     D = seqs[0].shape[1]
     B = len(seqs)
@@ -145,13 +148,15 @@ def build_rows(
     mask = torch.zeros(B, L, dtype=torch.long)
     pid = torch.zeros(B, L, dtype=torch.long)
     ev_mask = torch.zeros(B, L, dtype=torch.bool)
+    ids_pad = torch.full((B, L), -1, dtype=torch.long)
     for b, (s, p) in enumerate(zip(seqs, poss, strict=True)):
         x[b, L - s.shape[0] :] = s
         mask[b, L - s.shape[0] :] = 1
         pid[b, L - s.shape[0] :] = p
         ev_mask[b, L - s.shape[0] :] = evs[b]
+        ids_pad[b, L - s.shape[0] :] = id_rows[b]
     if evidence is not None:
-        return x, mask, pid, ev_mask
+        return x, mask, pid, ev_mask, ids_pad
     return x, mask, pid
 
 
@@ -419,26 +424,44 @@ class ToyTrainer:
         else:
             keeps = [sample_keep(it, cfg, gen) for it in items]
             evidence = [torch.from_numpy(np.ascontiguousarray(it.evidence)).reshape(-1) for it in items]
-            x, mask, pid, ev_mask = build_rows(
+            x, mask, pid, ev_mask, ids_pad = build_rows(
                 self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True, evidence=evidence
             )
             lm = self.model.model.language_model
-            with capture_inputs(lm.layers[cfg.attn_layer].self_attn) as got:
+            option_layer = lm.layers[cfg.option_attn_layer].self_attn
+            with (
+                capture_inputs(lm.layers[cfg.attn_layer].self_attn) as got,
+                capture_inputs(option_layer) as got_opt,
+            ):
                 hidden = lm_hidden_tail(self.model, x, mask, pid, 2)  # (B, 2, D)
+            # Pointer signal: at a later layer the same token should look at the correct option (its
+            # letter and value words), the lookup that turns "red" into "A".
+            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
+            opt_mask = ids_pad == letters[:, None]
+            opt_mask[:, -1] = False  # the appended answer letter itself
+            opt_mask = opt_mask | torch.roll(opt_mask, 2, dims=1)  # letter, ".", value: mark the value too
+            opt_att = query_attention(option_layer, *got_opt[-1], mask, query=-2).mean(1)
+            point = -((opt_att * opt_mask).sum(-1) + 1e-6).log().mean()
             # Grounding signal: the last prompt token (-2; the answer letter follows) should put its
             # attention mass on the evidence tokens at one layer, as a pretrained model has learnt to.
             att = query_attention(lm.layers[cfg.attn_layer].self_attn, *got[-1], mask, query=-2).mean(1)
             has = ev_mask.any(-1)
             attend = -((att * ev_mask).sum(-1)[has] + 1e-6).log().mean()
             logits = self.model.lm_head(hidden)  # (B, 2, V)
-            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
             targets = torch.stack([letters, torch.full_like(letters, self.batcher.eos_id)], 1)
             qa = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
             values = torch.tensor(
                 [self.batcher.tok.convert_tokens_to_ids(str(it.meta["answer"])) for it in items]
             )
             value = F.cross_entropy(self.probe.value(hidden[:, 0]), values)
-            loss = qa + cfg.aux_weight * aux + cfg.value_weight * value + cfg.attend_weight * attend
+            loss = (
+                qa
+                + cfg.aux_weight * aux
+                + cfg.value_weight * value
+                + cfg.attend_weight * attend
+                + cfg.attend_weight * point
+            )
+            metrics["point"] = point.item()
             metrics["qa"] = qa.item()
             metrics["attend"] = attend.item()
             metrics["value"] = value.item()
