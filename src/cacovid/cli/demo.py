@@ -9,7 +9,6 @@ and the policy itself beside them.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -41,7 +40,9 @@ def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progr
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), help="Report folder (resumed if it exists)."),
     model: str = typer.Option("toy", help='Video LLM: "toy" (embedded) or a checkpoint folder.'),
-    retrain: bool = typer.Option(False, "--retrain/--shipped", help="Train a fresh policy here first."),
+    retrain: bool = typer.Option(
+        False, "--retrain/--shipped", help="Train a fresh policy here (default when none is shipped)."
+    ),
     train_items: int = typer.Option(150, min=1, help="Training items when retraining."),
     n: int = typer.Option(200, min=1, help="Test items to evaluate."),
     ratios: str = typer.Option("0.25,0.2,0.15,0.1,0.05", help="Retention ratios."),
@@ -75,13 +76,12 @@ def demo_command(
     adapter = load_video_llm(model)
     policy_dir = out / "policy"
     if not (policy_dir / "config.json").is_file():
-        if retrain or model != "toy" or world:
+        shipped = shipped_policy_dir()
+        if retrain or model != "toy" or world or not (shipped / "config.json").is_file():
             console.print(f"training a CaCoVID policy on {train_items} items …")
             trained = _train_policy(adapter, out, train_items, world, seed, progress)
         else:
-            trained = shipped_policy_dir()
-            if not (trained / "config.json").is_file():
-                raise typer.BadParameter(f"no shipped policy at {trained}; run with --retrain")
+            trained = shipped
             console.print(f"using the shipped policy ({trained})")
         CaCoVIDPolicy.from_pretrained(trained, host=adapter).save_pretrained(policy_dir)
     t_train = time.time() - t0
@@ -109,5 +109,3 @@ def demo_command(
     console.print(
         f"policy {t_train:.0f} s, total {t_total:.0f} s; report: {out / 'report.md'}; policy: {policy_dir}"
     )
-    if (out / "policy-training").exists() and not retrain:
-        shutil.rmtree(out / "policy-training")
