@@ -6,6 +6,7 @@ online) and the shipped toy model all go through the same ordinary `from_pretrai
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def adapter_for(model_type: str) -> type[VideoLLM]:
 
 
 def load_video_llm(
-    name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name_or_path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> VideoLLM:
     """Load a checkpoint (directory, hub id, or "toy") with its processor, frozen, in eval mode.
 
@@ -62,8 +63,10 @@ def load_video_llm(
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"name_or_path must be a non-empty string, got {name_or_path!r}")
+        raise ValueError(f"name_or_path must be a non-empty string or path, got {name_or_path!r}")
     path = resolve_name(name_or_path)
     config = AutoConfig.from_pretrained(path)
     adapter = adapter_for(config.model_type)

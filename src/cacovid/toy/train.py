@@ -560,8 +560,13 @@ class ToyTrainer:
                     self._save()
                     break
 
-    def export(self, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-        """Save the trained model + processor as an ordinary HF checkpoint (what `load_video_llm` reads)."""
+    def export(
+        self, out_dir: str | Path, dtype: torch.dtype = torch.float16, quality_items: int = 100
+    ) -> Path:
+        """Save the trained model + processor as an ordinary HF checkpoint (what `load_video_llm` reads).
+
+        The quick quality check is run on the exported files and recorded in `cacovid_toy.json`.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         import copy
@@ -575,5 +580,11 @@ class ToyTrainer:
             "model_config": self.model_cfg.to_dict(),
             "world": self.world.config.to_dict(),
         }
+        from cacovid.models import load_video_llm
+        from cacovid.toy.quality import meets_bar, quick_quality
+
+        quality = quick_quality(load_video_llm(out_dir), n=quality_items)
+        meta["quality"] = {"n": quality_items, **quality}
+        meta["meets_quality_bar"] = meets_bar(quality)
         (out_dir / "cacovid_toy.json").write_text(json.dumps(meta, indent=2))
         return out_dir
