@@ -6,11 +6,7 @@ inside its commands, so `cacovid --help` stays fast.
 
 from __future__ import annotations
 
-import os
-
 import typer
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 app = typer.Typer(
     name="cacovid",
