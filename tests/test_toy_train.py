@@ -30,7 +30,6 @@ def _config(tmp_path, **kw) -> ToyTrainConfig:
         threads=1,
         warmup=1,
         attn_layer=1,
-        option_attn_layer=1,
     )
     base.update(kw)
     return ToyTrainConfig(**base)
@@ -105,3 +104,78 @@ def test_query_attention_matches_eager_attention(tmp_path):
     theirs = ref[-1][:, :, -2, :]
     valid = mask.bool()[:, None, :].expand_as(theirs)
     torch.testing.assert_close(ours[valid], theirs[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_data_workers_do_not_change_training(tmp_path):
+    """Batches rendered in worker processes give the same run as batches rendered inline."""
+    inline = ToyTrainer(_config(tmp_path / "inline"))
+    inline.fit(progress=False)
+    workers = ToyTrainer(_config(tmp_path / "workers", workers=2))
+    workers.fit(progress=False)
+    for (name, a), (_, b) in zip(
+        inline.model.state_dict().items(), workers.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_time_budget_fixes_the_schedule_and_resume_keeps_it(tmp_path):
+    """--qa-minutes: stage 2's length is set once from the measured pace and stored in the checkpoint."""
+    cfg = _config(tmp_path, qa_steps=10_000, qa_minutes=0.01, batch_size=1)
+    tr = ToyTrainer(cfg)
+    tr.fit(progress=False)
+    lo, hi = ToyTrainer._RATE_STEPS
+    fixed = tr.cfg.qa_steps
+    assert hi <= fixed < 10_000  # 0.6 s of budget: set right after the pace was measured
+    assert tr.step == cfg.vision_steps + fixed
+    again = ToyTrainer(_config(tmp_path, qa_steps=10_000, qa_minutes=0.01, batch_size=1))
+    assert again.cfg.qa_steps == fixed and again.step == tr.step
+
+
+def test_answer_targets_are_the_option_text_or_the_letter(tmp_path):
+    tr = ToyTrainer(_config(tmp_path))
+    item = tr._items(0)[0]
+    assert item.answer_format == "option"
+    tok = tr.batcher.tok
+    assert tok.convert_ids_to_tokens(tr.batcher.answer_id(item)) == item.options["ABCD".index(item.solution)]
+    letter_world = ToyTrainer(_config(tmp_path / "l", world={"frames": "6", "answer_format": "letter"}))
+    letter_item = letter_world._items(0)[0]
+    assert tok.convert_ids_to_tokens(letter_world.batcher.answer_id(letter_item)) == letter_item.solution
+    assert letter_item.prompt_text().endswith("answer with the letter .")
+    assert item.prompt_text().endswith("answer with the option .")
+
+
+def test_track_labels_count_frames_and_mark_motion_after_the_first_frame():
+    from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+    from cacovid.toy.train import _DIRECTION_INDEX, track_labels
+
+    world = SyntheticWorld(WorldConfig(families=("motion", "count")))
+    for i in range(6):
+        item = world.item("train", i)
+        motion, count = track_labels(item)
+        T = item.evidence.shape[0]
+        target = item.meta["objects"][-1]
+        frames = target["frames"]
+        per_frame_count = count.reshape(T, -1).max(1).values
+        for j, t in enumerate(frames):
+            assert per_frame_count[t] == j + 1
+        assert per_frame_count.sum() == sum(range(1, len(frames) + 1))  # nothing off the target's frames
+        assert ((count > 0) == torch.from_numpy(item.evidence.reshape(-1))).all()
+        per_frame_motion = motion.reshape(T, -1).max(1).values
+        if item.family == "motion":
+            want = _DIRECTION_INDEX[item.meta["answer"]]
+            assert per_frame_motion[frames[0]] == 0 and all(per_frame_motion[t] == want for t in frames[1:])
+        else:
+            assert motion.sum() == 0
+
+
+def test_init_from_starts_from_saved_weights(tmp_path):
+    first = ToyTrainer(_config(tmp_path / "a"))
+    first.fit(progress=False)
+    path = tmp_path / "w.pt"
+    torch.save({"model": first.model.state_dict(), "probe": first.probe.state_dict()}, path)
+    second = ToyTrainer(_config(tmp_path / "b", init_from=str(path)))
+    assert second.step == 0
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)

@@ -162,6 +162,10 @@ class Selector(Protocol):
     ) -> Selection: ...
 
 
+# How a multiple-choice question asks to be answered (see QAItem.answer_format).
+ANSWER_FORMATS: tuple[str, ...] = ("letter", "option")
+
+
 @dataclass
 class QAItem:
     """One question about one video, in the Video-R1 field layout.
@@ -170,6 +174,9 @@ class QAItem:
     multiple choice ("B"), a number as text for numeric questions, or free text. Either `frames`
     (T, H, W, 3) uint8 or `video_path` supplies the video. `evidence` (T, h, w) bool marks the
     answer-bearing token cells when the data set knows them (the synthetic world does).
+    `answer_format` says how the model is asked to answer a multiple-choice question: "letter"
+    (the usual benchmark instruction) or "option" (the option's own text, e.g. "red"; the embedded
+    toy model answers this way, see toy/train.py). Scoring accepts either answer in both cases.
     """
 
     id: str
@@ -182,11 +189,28 @@ class QAItem:
     frames: np.ndarray | None = None
     evidence: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_format: str = "letter"
+
+    def __post_init__(self) -> None:
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(
+                f"item {self.id!r}: answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}"
+            )
 
     def prompt_text(self) -> str:
         """The question as the model reads it: problem, lettered options, answer instruction."""
         if self.problem_type == "multiple choice" and self.options:
             letters = "ABCDEFGH"
             opts = " ".join(f"{letters[i]} . {o}" for i, o in enumerate(self.options))
-            return f"{self.problem} {opts} answer with the letter ."
+            return f"{self.problem} {opts} answer with the {self.answer_format} ."
         return self.problem
+
+    @property
+    def answer_text(self) -> str:
+        """What a correct answer looks like in this item's answer format ("B" or "red")."""
+        if self.problem_type == "multiple choice" and self.options and self.answer_format == "option":
+            index = "ABCDEFGH".find(self.solution.strip().upper()[:1])
+            if not 0 <= index < len(self.options):
+                raise ValueError(f"item {self.id!r}: solution {self.solution!r} names no option")
+            return self.options[index]
+        return self.solution

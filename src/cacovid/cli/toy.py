@@ -26,6 +26,21 @@ def train_command(
     ),
     export: Path = typer.Option(None, help="When training is complete, export the HF checkpoint here."),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for the tiny model on a busy CPU)."),
+    device: str = typer.Option("cpu", help='torch device to train on ("cpu", "cuda").'),
+    workers: int = typer.Option(0, min=0, help="Data worker processes rendering batches ahead (0: inline)."),
+    qa_minutes: float = typer.Option(
+        None, help="Size stage 2 to about this many minutes from the measured pace (overrides --qa-steps)."
+    ),
+    lr: float = typer.Option(1e-3, help="Peak learning rate of the language model."),
+    vision_lr: float = typer.Option(1e-3, help="Peak learning rate of the vision tower and projector."),
+    family_weights: str = typer.Option(
+        "", help='Family shares in training batches, e.g. "count=0.5,color=0.2,motion=0.15,order=0.15".'
+    ),
+    init_from: Path = typer.Option(
+        None, help="Start from these weights (weights_state.pt or checkpoint.pt) instead of from scratch."
+    ),
+    val_every: int = typer.Option(500, min=1, help="Validate every this many steps."),
+    checkpoint_every: int = typer.Option(50, min=1, help="Checkpoint every this many steps."),
 ) -> None:
     """Train the toy LLaVA-OneVision from scratch on the synthetic world (checkpoint + exact resume)."""
     from cacovid.data.synthetic.config import parse_world_overrides
@@ -39,6 +54,15 @@ def train_command(
         qa_steps=qa_steps,
         batch_size=batch_size,
         threads=threads,
+        device=device,
+        workers=workers,
+        qa_minutes=qa_minutes,
+        lr=lr,
+        vision_lr=vision_lr,
+        init_from=str(init_from) if init_from else None,
+        family_weights={k: float(v) for k, v in parse_world_overrides(family_weights).items()} or None,
+        val_every=val_every,
+        checkpoint_every=checkpoint_every,
     )
     trainer = ToyTrainer(cfg)
     if trainer.step:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
+
+if TYPE_CHECKING:  # PyAV is imported where videos are read or written, not with the package
+    import av
 
 __all__ = ["read_video", "sample_indices", "write_video"]
 
@@ -35,6 +38,8 @@ def sample_indices(total: int, wanted: int) -> np.ndarray:
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
+    import av
+
     try:
         return av.open(str(path), mode="r")
     except av.error.FFmpegError as exc:
@@ -50,6 +55,8 @@ def _count_packets(path: Path) -> int:
 
 def _decode_selected(path: Path, keep: set[int]) -> tuple[dict[int, np.ndarray], int]:
     """Decode the video once, converting only frames whose index is in `keep`; also count frames."""
+    import av
+
     out: dict[int, np.ndarray] = {}
     count = 0
     with _open_input(path) as container:
@@ -132,6 +139,8 @@ def write_video(
     which matters for small coloured objects; "yuv420p" is the most widely playable format but
     halves colour resolution and needs even H and W.
     """
+    import av
+
     if pix_fmt not in ("yuv444p", "yuv420p"):
         raise ValueError(f"pix_fmt must be 'yuv444p' or 'yuv420p', got {pix_fmt!r}")
     _check_frames(frames, pix_fmt)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cacovid.types import QAItem
+from cacovid.types import ANSWER_FORMATS, QAItem
 
 __all__ = ["PROBLEM_TYPES", "load_videor1", "save_videor1", "strip_answer_tags", "strip_option_letter"]
 
@@ -111,6 +111,12 @@ def _parse_item(entry: Any, index: int, root: Path, default_id: str) -> QAItem:
     family = entry.get("family")
     if family is not None and not isinstance(family, str):
         raise ValueError(f"Video-R1 item {index}: field 'family' must be str, got {family!r}")
+    answer_format = entry.get("answer_format", "letter")
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(
+            f"Video-R1 item {index}: field 'answer_format' must be one of {ANSWER_FORMATS}, "
+            f"got {answer_format!r}"
+        )
     return QAItem(
         id=str(item_id),
         problem=problem,
@@ -121,6 +127,7 @@ def _parse_item(entry: Any, index: int, root: Path, default_id: str) -> QAItem:
         video_path=str(root / video),
         evidence=evidence,
         meta=meta,
+        answer_format=answer_format,
     )
 
 
@@ -183,6 +190,8 @@ def save_videor1(
         }
         if item.family is not None:
             entry["family"] = item.family
+        if item.answer_format != "letter":  # a cacovid extension; Video-R1 itself asks for letters
+            entry["answer_format"] = item.answer_format
         if item.evidence is not None:
             evidence = np.asarray(item.evidence)
             if evidence.ndim != 3 or evidence.dtype != np.bool_:

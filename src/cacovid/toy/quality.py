@@ -1,7 +1,8 @@
 """The toy model's quick quality check, shared by its export step and the shipped-weights test.
 
-Greedy first-token accuracy on the first test items with all, none and only the evidence video
-tokens: cheap (one batched forward per item), deterministic, and enough to catch a broken checkpoint.
+Greedy first-token accuracy (first token of the answer in the item's answer format) on the first
+test items with all, none and only the evidence video tokens: cheap (one batched forward per
+item), deterministic, and enough to catch a broken checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ def quick_quality(adapter, n: int = 100, split: str = "test") -> dict[str, float
     from cacovid.data.synthetic import SyntheticWorld
 
     tok = adapter.tokenizer
-    letters = {c: tok.convert_tokens_to_ids(c) for c in "ABCD"}
     hits: dict[str, list[bool]] = {"full": [], "blind": [], "oracle": []}
     for item in SyntheticWorld().items(split, n):
         prompt = adapter.encode_item(item)
@@ -28,9 +28,10 @@ def quick_quality(adapter, n: int = 100, split: str = "test") -> dict[str, float
             "blind": torch.zeros(n_tok, dtype=torch.bool),
             "oracle": prompt.evidence_mask.clone(),
         }
+        want = tok(item.answer_text, add_special_tokens=False)["input_ids"][0]
         logits = adapter.next_token_logits_rows([(prompt, k) for k in keeps.values()])
         for name, row in zip(keeps, logits, strict=True):
-            hits[name].append(int(row.argmax()) == letters[item.solution])
+            hits[name].append(int(row.argmax()) == want)
     return {name: sum(v) / len(v) for name, v in hits.items()}
 
 

@@ -8,9 +8,23 @@ A tiny model trained from scratch on one answer letter per video learns far too 
 - token dropout with original positions kept: most training prompts keep the evidence tokens and a
   random share of the others, so, like large pretrained models, the toy tolerates pruned inputs and
   compression methods are judged on *which* tokens they keep.
+- a grounding loss: at one middle layer the last prompt token's attention should rest on the
+  evidence tokens, as a pretrained model has learnt to look at what a question is about;
+- a tracking loss on the language model's video tokens at that layer: every target token should
+  know how many frames its object has been visible so far and, for a moving target, which way it
+  went since it was last seen. Motion and counting are questions about *several* frames, and a
+  pretrained video LLM has learnt to relate frames; the answer letter alone teaches it far too
+  slowly (the first GPU run learnt colour and order to 85-95 % while motion and count stayed at
+  chance).
 Stage 1 trains the vision tower and projector on the auxiliary loss alone; stage 2 trains everything
-on the answer (letter, then end-of-turn) plus the auxiliary loss.
-Every step's data and randomness derive from (seed, step), so a resumed run repeats exactly.
+on the answer (the option text, then end-of-turn) plus the auxiliary and grounding losses.
+The toy answers with the option's text ("red"), not its letter: with a letter, the first session's
+run kept the letter at chance for 2 500 steps even though the answer *value* was being learnt — the
+value → letter lookup through the option list is an induction-style circuit a from-scratch model
+forms late. Scoring in the package accepts either answer.
+Every step's data and randomness derive from (seed, step), so a resumed run repeats exactly, on
+any device and with any number of data workers (items are rendered in worker processes when
+`workers` > 0; that is what keeps a GPU busy).
 """
 
 from __future__ import annotations
@@ -46,10 +60,9 @@ class ToyTrainConfig:
     weight_decay: float = 0.01
     warmup: int = 100
     aux_weight: float = 0.5
-    value_weight: float = 0.5
     attend_weight: float = 0.5
     attn_layer: int = 2
-    option_attn_layer: int = 3
+    track_weight: float = 0.5
     full_keep_prob: float = 0.1
     other_keep_max: float = 0.25
     val_every: int = 500
@@ -57,6 +70,17 @@ class ToyTrainConfig:
     stage1_frames: int = 4
     checkpoint_every: int = 50
     threads: int = 1
+    device: str = "cpu"
+    workers: int = 0
+    # When set, stage 2 lasts about this many minutes: after 30 timed steps `qa_steps` is fixed from
+    # the measured rate (and stored in the checkpoint, so a resumed run keeps the same schedule).
+    qa_minutes: float | None = None
+    # Start from these weights (a `weights_state.pt` or trainer `checkpoint.pt`): model and the heads
+    # that exist in both, before step 0. Used to continue a finished run with a changed recipe.
+    init_from: str | None = None
+    # Share of each question family in training batches, e.g. {"count": 0.5, "color": 0.2, …};
+    # families left out get no items. None: the world's round-robin (equal shares).
+    family_weights: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +94,6 @@ class ToyBatcher:
         self.world = world
         tok = processor.tokenizer
         self.tok = tok
-        self.letter_ids = {c: tok.convert_tokens_to_ids(c) for c in "ABCD"}
         self.eos_id = tok.eos_token_id
         self.video_id = tok.convert_tokens_to_ids("<video>")
         self.bg_id = tok.convert_tokens_to_ids(BACKGROUND_WORD)
@@ -80,16 +103,26 @@ class ToyBatcher:
         self.color_word = torch.tensor([self.bg_id] + [tok.convert_tokens_to_ids(c) for c in COLOR_NAMES])
         self.shape_word = torch.tensor([self.bg_id] + [tok.convert_tokens_to_ids(s) for s in SHAPE_NAMES])
 
-    def encode(self, items: list[QAItem]) -> dict:
+    def answer_id(self, item: QAItem) -> int:
+        """The single token the toy answers with (the option text, or the letter)."""
+        ids = self.tok(item.answer_text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"item {item.id}: answer {item.answer_text!r} is not one toy token ({ids})")
+        return ids[0]
+
+    def encode(self, items: list[QAItem], device: torch.device | str | None = None) -> dict:
+        """Token ids (video marker unexpanded) and pixel values, processed on `device` (default CPU)."""
         texts, videos = [], []
         for it in items:
             msgs = [
                 {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": it.prompt_text()}]}
             ]
             texts.append(self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
-            videos.append(it.frames)
+            videos.append(torch.from_numpy(np.ascontiguousarray(it.frames)))
         ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        pix = self.processor.video_processor(videos=videos, return_tensors="pt")["pixel_values_videos"]
+        pix = self.processor.video_processor(videos=videos, return_tensors="pt", device=device)[
+            "pixel_values_videos"
+        ]
         return {"texts": texts, "ids": ids, "pixel_values_videos": pix}
 
 
@@ -109,38 +142,44 @@ def build_rows(
     with_answer: bool,
     evidence: list[torch.Tensor] | None = None,
 ):
-    """Left-padded (inputs_embeds, attention_mask, position_ids) for pruned prompts (+ answer letter).
+    """Left-padded (inputs_embeds, attention_mask, position_ids) for pruned prompts (+ answer token).
 
     `video_feats` (B, N+1, D) from get_video_features (grid tokens then image_newline). Kept tokens keep
     their original 1-D positions; text and the newline token are always kept. With `evidence` ((N,)
-    bool per item) a fourth value marks where kept evidence tokens sit in the padded rows.
+    bool per item) two more values: where kept evidence tokens sit in the padded rows, and which
+    video token (0..N-1, -1 for text) each padded position holds.
     """
     embed = model.get_input_embeddings()
-    seqs, poss, evs, id_rows = [], [], [], []
+    dev = video_feats.device
+    seqs, poss, evs, idx_rows = [], [], [], []
     n_video = video_feats.shape[1]
     for b, it in enumerate(items):
+        # Index bookkeeping on the CPU, then one move of each row's tensors to the model's device.
         ids = _expand_video(ids_list[b], batcher.video_id, n_video)
-        e = embed(ids)
         vid = (ids == batcher.video_id).nonzero().squeeze(1)
-        e = e.index_copy(0, vid, video_feats[b].to(e.dtype))
         keep_seq = torch.ones(len(ids), dtype=torch.bool)
         if keeps[b] is not None:
-            keep_seq[vid[:-1]] = keeps[b]
+            keep_seq[vid[:-1]] = keeps[b].cpu()
         pos = torch.arange(len(ids))
         ev_seq = torch.zeros(len(ids), dtype=torch.bool)
         if evidence is not None:
-            ev_seq[vid[:-1]] = evidence[b]
-        e, pos, ev_seq, kept_ids = e[keep_seq], pos[keep_seq], ev_seq[keep_seq], ids[keep_seq]
+            ev_seq[vid[:-1]] = evidence[b].cpu()
+        vid_index = torch.full((len(ids),), -1, dtype=torch.long)
+        vid_index[vid[:-1]] = torch.arange(len(vid) - 1)
         if with_answer:
-            letter = torch.tensor([batcher.letter_ids[it.solution]])
-            e = torch.cat([e, embed(letter)])
+            ids = torch.cat([ids, torch.tensor([batcher.answer_id(it)])])
+            vid_index = torch.cat([vid_index, torch.full((1,), -1, dtype=torch.long)])
+            keep_seq = torch.cat([keep_seq, torch.ones(1, dtype=torch.bool)])
             pos = torch.cat([pos, pos[-1:] + 1])
             ev_seq = torch.cat([ev_seq, torch.zeros(1, dtype=torch.bool)])
-            kept_ids = torch.cat([kept_ids, letter])
+        ids_dev = ids.to(dev)
+        e = embed(ids_dev).index_copy(0, vid.to(dev), video_feats[b].to(embed.weight.dtype))
+        keep_dev = keep_seq.to(dev)
+        e, pos, ev_seq, vid_index = e[keep_dev], pos[keep_seq], ev_seq[keep_seq], vid_index[keep_seq]
         seqs.append(e)
         poss.append(pos)
         evs.append(ev_seq)
-        id_rows.append(kept_ids)
+        idx_rows.append(vid_index)
     L = max(s.shape[0] for s in seqs)
     D = seqs[0].shape[1]
     B = len(seqs)
@@ -148,15 +187,16 @@ def build_rows(
     mask = torch.zeros(B, L, dtype=torch.long)
     pid = torch.zeros(B, L, dtype=torch.long)
     ev_mask = torch.zeros(B, L, dtype=torch.bool)
-    ids_pad = torch.full((B, L), -1, dtype=torch.long)
+    vid_pad = torch.full((B, L), -1, dtype=torch.long)
     for b, (s, p) in enumerate(zip(seqs, poss, strict=True)):
         x[b, L - s.shape[0] :] = s
         mask[b, L - s.shape[0] :] = 1
         pid[b, L - s.shape[0] :] = p
         ev_mask[b, L - s.shape[0] :] = evs[b]
-        ids_pad[b, L - s.shape[0] :] = id_rows[b]
+        vid_pad[b, L - s.shape[0] :] = idx_rows[b]
+    mask, pid = mask.to(dev), pid.to(dev)
     if evidence is not None:
-        return x, mask, pid, ev_mask, ids_pad
+        return x, mask, pid, ev_mask.to(dev), vid_pad.to(dev)
     return x, mask, pid
 
 
@@ -204,7 +244,7 @@ def query_attention(
     k = _rotate(k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     scores = (q @ k.transpose(-1, -2)).squeeze(2) * attn.scaling  # (B, H, L)
-    allowed = mask.bool() & (torch.arange(L) <= qi)  # (B, L)
+    allowed = mask.bool() & (torch.arange(L, device=mask.device) <= qi)  # (B, L)
     scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
     return scores.softmax(-1)
 
@@ -230,6 +270,28 @@ def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torc
 
 
 SMALL_OBJECT_PX = 24
+_DIRECTION_INDEX = {"left": 1, "right": 2, "up": 3, "down": 4}  # 0: no label
+
+
+def track_labels(item: QAItem) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) motion and (N,) running-count labels of the video tokens; 0 means "no label".
+
+    On every target's token cells: count = how many frames the target has been visible up to and
+    including this one; motion = its direction (1..4) from its second visible frame on, for targets
+    that move along an axis (the `motion` family).
+    """
+    obj = np.asarray(item.meta["token_object"])  # (T, g, g): 0 none, k -> objects[k - 1]
+    motion = np.zeros(obj.shape, dtype=np.int64)
+    count = np.zeros(obj.shape, dtype=np.int64)
+    for k, o in enumerate(item.meta["objects"], start=1):
+        if o["role"] != "target":
+            continue
+        for j, t in enumerate(o["frames"]):
+            cells = obj[t] == k
+            count[t][cells] = j + 1
+            if o.get("direction") and j > 0:
+                motion[t][cells] = _DIRECTION_INDEX[o["direction"]]
+    return torch.from_numpy(motion.reshape(-1)), torch.from_numpy(count.reshape(-1))
 
 
 def _cell_labels(item: QAItem, key: str) -> np.ndarray:
@@ -248,12 +310,14 @@ class AuxProbe(nn.Module):
     has already absorbed. `scale` is the temperature of the word-alignment logits.
     """
 
-    def __init__(self, hidden: int, grid: int, n_colors: int, n_shapes: int, vocab: int) -> None:
+    def __init__(self, hidden: int, grid: int, n_colors: int, n_shapes: int) -> None:
         super().__init__()
-        # Answer-value head on the language model's last prompt position: predicting "red" (not just
-        # "A") splits the answer into two easier hops, video → value and value → option letter.
-        self.value = nn.Linear(hidden, vocab)
+        from cacovid.data.synthetic.config import MAX_FRAMES
+
         self.grid = grid
+        # Tracking heads on the language model's video tokens (see `track_labels`).
+        self.motion = nn.Linear(hidden, len(_DIRECTION_INDEX) + 1)
+        self.count = nn.Linear(hidden, MAX_FRAMES + 1)
         self.color = nn.Linear(hidden, n_colors)
         self.shape = nn.Linear(hidden, n_shapes)
         self.position = nn.Linear(hidden, 2 * grid)
@@ -284,7 +348,7 @@ def aux_loss(
             if frames is not None:
                 lab = lab[frames[b]]
             per_item.append(lab.reshape(-1))
-        return torch.stack(per_item)
+        return torch.stack(per_item).to(feats.device)
 
     grid_feats = feats[:, :-1]  # (B, N, D) drop image_newline
     B, N, _ = grid_feats.shape
@@ -301,7 +365,7 @@ def aux_loss(
     )
     g = probe.grid
     rc = probe.position(grid_feats)  # (B, N, 2g)
-    idx = torch.arange(N) % (g * g)
+    idx = torch.arange(N, device=feats.device) % (g * g)
     rows, cols = (idx // g).expand(B, N), (idx % g).expand(B, N)
     pos_loss = F.cross_entropy(rc[..., :g].reshape(-1, g), rows.reshape(-1)) + F.cross_entropy(
         rc[..., g:].reshape(-1, g), cols.reshape(-1)
@@ -310,7 +374,7 @@ def aux_loss(
     # <pad> row would otherwise send 1/eps gradients through the normalisation).
     W = F.normalize(model.get_input_embeddings().weight.detach(), dim=-1)  # (V, D)
     logp = (probe.scale * F.normalize(grid_feats, dim=-1) @ W.t()).log_softmax(-1)
-    cw, sw = batcher.color_word[col], batcher.shape_word[shp]
+    cw, sw = batcher.color_word.to(col.device)[col], batcher.shape_word.to(shp.device)[shp]
     align = -0.5 * (logp.gather(-1, cw[..., None]) + logp.gather(-1, sw[..., None])).mean()
     with torch.no_grad():
         obj = col > 0
@@ -329,6 +393,45 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """The items of training batch `step`: a pure function of the step index.
+
+    A map-style data set over step indices, so a DataLoader's workers can render batches ahead of the
+    training loop while the batch contents stay exactly what the step alone decides. Workers return
+    the items (numpy frames travel through the worker pipe, not shared memory, which container
+    machines often cap at 64 MB); the processor then runs on the training device.
+    """
+
+    def __init__(
+        self, world, batcher: ToyBatcher, batch_size: int, family_weights: dict[str, float] | None = None
+    ) -> None:
+        self.world, self.batcher, self.batch_size = world, batcher, batch_size
+        self.weights = None
+        if family_weights:
+            fams = list(world.config.families)
+            unknown = set(family_weights) - set(fams)
+            if unknown or any(w < 0 for w in family_weights.values()) or sum(family_weights.values()) <= 0:
+                raise ValueError(f"family_weights {family_weights} must be >= 0 over families {fams}")
+            w = np.array([family_weights.get(f, 0.0) for f in fams], dtype=float)
+            self.weights = w / w.sum()
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> list[QAItem]:
+        B = self.batch_size
+        if self.weights is None:
+            return [self.world.item("train", step * B + b) for b in range(B)]
+        # Family f lives at indices ≡ f (mod #families); slot (step, b) owns one index of each residue.
+        n = len(self.weights)
+        picks = np.random.default_rng([step, 7919]).choice(n, size=B, p=self.weights)
+        return [self.world.item("train", (step * B + b) * n + int(f)) for b, f in enumerate(picks)]
+
+
+def _keep_batch(batch):
+    return batch
+
+
 class ToyTrainer:
     """Two-stage trainer with checkpoint + exact resume (data and randomness derive from the step)."""
 
@@ -338,12 +441,12 @@ class ToyTrainer:
 
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.world = SyntheticWorld(WorldConfig().with_overrides(cfg.world))
         self.model_cfg = ToyModelConfig(**cfg.model)
         self.model, self.processor = build_toy_model(self.model_cfg)
-        self.model.train()
         self.batcher = ToyBatcher(self.processor, self.world)
         grid = self.model_cfg.frame_size // self.model_cfg.patch // 2
         with torch.random.fork_rng(devices=[]):
@@ -353,8 +456,9 @@ class ToyTrainer:
                 grid,
                 n_colors=len(self.batcher.color_word),
                 n_shapes=len(self.batcher.shape_word),
-                vocab=self.model.config.text_config.vocab_size,
             )
+        self.model.to(self.device).train()
+        self.probe.to(self.device)
         vision = [
             p for n, p in self.model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n
         ]
@@ -376,6 +480,8 @@ class ToyTrainer:
         self.log = self.out / "log.jsonl"
         if self.ckpt.exists():
             self._load()
+        elif cfg.init_from:
+            self._init_from(Path(cfg.init_from))
 
     # ---- checkpointing ---------------------------------------------------------------------------
     def _save(self) -> None:
@@ -384,36 +490,51 @@ class ToyTrainer:
             "model": self.model.state_dict(),
             "probe": self.probe.state_dict(),
             "opt": self.opt.state_dict(),
-            "config": self.cfg.to_dict(),
+            "config": {**self.cfg.to_dict(), "qa_fixed": self._qa_fixed},
         }
         tmp = self.ckpt.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt)
 
     def _load(self) -> None:
-        state = torch.load(self.ckpt, weights_only=False)
+        state = torch.load(self.ckpt, weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.probe.load_state_dict(state["probe"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
+        if self.cfg.qa_minutes is not None:  # a time-budgeted schedule, once fixed, is kept
+            self.cfg.qa_steps = int(state["config"]["qa_steps"])
+            self._qa_fixed = bool(state["config"].get("qa_fixed", False))
+
+    def _init_from(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"init_from: no weights at {str(path)!r}")
+        state = torch.load(path, weights_only=False, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        own = self.probe.state_dict()
+        probe = {k: v for k, v in state.get("probe", {}).items() if k in own and own[k].shape == v.shape}
+        self.probe.load_state_dict(probe, strict=False)
 
     # ---- one step --------------------------------------------------------------------------------
     def _items(self, step: int) -> list[QAItem]:
-        B = self.cfg.batch_size
-        return [self.world.item("train", step * B + b) for b in range(B)]
+        return self._data()[step]
 
-    def train_step(self, step: int) -> dict:
+    def _data(self) -> _StepBatches:
+        return _StepBatches(self.world, self.batcher, self.cfg.batch_size, self.cfg.family_weights)
+
+    def train_step(self, step: int, items: list[QAItem] | None = None) -> dict:
         cfg = self.cfg
+        dev = self.device
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        items = self._items(step)
-        enc = self.batcher.encode(items)
+        items = items if items is not None else self._items(step)
+        enc = self.batcher.encode(items, device=dev)
         vision_stage = step < cfg.vision_steps
         pix = enc["pixel_values_videos"]
         frames = None
         if vision_stage:  # the auxiliary loss is per frame: a few frames of many videos are enough
             T = pix.shape[1]
             frames = torch.stack([torch.randperm(T, generator=gen)[: cfg.stage1_frames] for _ in items])
-            pix = torch.stack([pix[b, frames[b]] for b in range(len(items))])
+            pix = torch.stack([pix[b, frames[b].to(pix.device)] for b in range(len(items))])
         feats = video_features(self.model, pix, train_tower=vision_stage)
         aux, word_acc = aux_loss(self.model, self.probe, self.batcher, items, feats, frames)
         metrics = {"step": step, "aux": aux.item(), "word_acc": word_acc}
@@ -424,48 +545,28 @@ class ToyTrainer:
         else:
             keeps = [sample_keep(it, cfg, gen) for it in items]
             evidence = [torch.from_numpy(np.ascontiguousarray(it.evidence)).reshape(-1) for it in items]
-            x, mask, pid, ev_mask, ids_pad = build_rows(
+            x, mask, pid, ev_mask, vid_pad = build_rows(
                 self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=True, evidence=evidence
             )
             lm = self.model.model.language_model
-            option_layer = lm.layers[cfg.option_attn_layer].self_attn
-            with (
-                capture_inputs(lm.layers[cfg.attn_layer].self_attn) as got,
-                capture_inputs(option_layer) as got_opt,
-            ):
+            with capture_inputs(lm.layers[cfg.attn_layer].self_attn) as got:
                 hidden = lm_hidden_tail(self.model, x, mask, pid, 2)  # (B, 2, D)
-            # Pointer signal: at a later layer the same token should look at the correct option (its
-            # letter and value words), the lookup that turns "red" into "A".
-            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
-            opt_mask = ids_pad == letters[:, None]
-            opt_mask[:, -1] = False  # the appended answer letter itself
-            opt_mask = opt_mask | torch.roll(opt_mask, 2, dims=1)  # letter, ".", value: mark the value too
-            opt_att = query_attention(option_layer, *got_opt[-1], mask, query=-2).mean(1)
-            point = -((opt_att * opt_mask).sum(-1) + 1e-6).log().mean()
-            # Grounding signal: the last prompt token (-2; the answer letter follows) should put its
+            # Grounding signal: the last prompt token (-2; the answer token follows) should put its
             # attention mass on the evidence tokens at one layer, as a pretrained model has learnt to.
             att = query_attention(lm.layers[cfg.attn_layer].self_attn, *got[-1], mask, query=-2).mean(1)
             has = ev_mask.any(-1)
             attend = -((att * ev_mask).sum(-1)[has] + 1e-6).log().mean()
+            track, track_acc = self._track_loss(items, got[-1], vid_pad)
             logits = self.model.lm_head(hidden)  # (B, 2, V)
-            targets = torch.stack([letters, torch.full_like(letters, self.batcher.eos_id)], 1)
+            answers = torch.tensor([self.batcher.answer_id(it) for it in items], device=dev)
+            targets = torch.stack([answers, torch.full_like(answers, self.batcher.eos_id)], 1)
             qa = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-            values = torch.tensor(
-                [self.batcher.tok.convert_tokens_to_ids(str(it.meta["answer"])) for it in items]
-            )
-            value = F.cross_entropy(self.probe.value(hidden[:, 0]), values)
-            loss = (
-                qa
-                + cfg.aux_weight * aux
-                + cfg.value_weight * value
-                + cfg.attend_weight * attend
-                + cfg.attend_weight * point
-            )
-            metrics["point"] = point.item()
+            loss = qa + cfg.aux_weight * aux + cfg.attend_weight * attend + cfg.track_weight * track
+            metrics["track"] = track.item()
+            metrics["track_acc"] = track_acc
             metrics["qa"] = qa.item()
             metrics["attend"] = attend.item()
-            metrics["value"] = value.item()
-            metrics["acc"] = (logits[:, 0].argmax(-1) == letters).float().mean().item()
+            metrics["acc"] = (logits[:, 0].argmax(-1) == answers).float().mean().item()
             lr_scale = _lr_factor(step - cfg.vision_steps, cfg.warmup, total_steps - cfg.vision_steps)
         for g in self.opt.param_groups:
             g["lr"] = g["base"] * lr_scale
@@ -478,6 +579,28 @@ class ToyTrainer:
         metrics["loss"] = loss.item()
         return metrics
 
+    def _track_loss(self, items: list[QAItem], captured: tuple, vid_pad: torch.Tensor):
+        """Motion + running-count cross-entropy on the video tokens entering layer `attn_layer`.
+
+        Reads the layer's normalised input (what its attention turns into values), so the answer
+        position can gather what the target tokens know. Returns (loss, accuracy on labelled tokens).
+        """
+        args, kwargs = captured
+        h = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (B, L, D)
+        pairs = [track_labels(it) for it in items]
+        total, hits, n_all = h.new_zeros(()), 0.0, 0
+        for head, which in ((self.probe.motion, 0), (self.probe.count, 1)):
+            per_item = torch.stack([p[which] for p in pairs]).to(h.device)  # (B, N)
+            lab = torch.where(vid_pad >= 0, per_item.gather(1, vid_pad.clamp(min=0)), 0)
+            sel = lab > 0
+            if not bool(sel.any()):
+                continue
+            logits = head(h[sel])
+            total = total + F.cross_entropy(logits, lab[sel])
+            hits += float((logits.argmax(-1) == lab[sel]).sum())
+            n_all += int(sel.sum())
+        return total, hits / max(1, n_all)
+
     # ---- validation ------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, n: int, split: str = "val") -> dict:
@@ -489,9 +612,9 @@ class ToyTrainer:
         B = 16
         for start in range(0, n, B):
             items = [self.world.item(split, i) for i in range(start, min(n, start + B))]
-            enc = self.batcher.encode(items)
+            enc = self.batcher.encode(items, device=self.device)
             feats = video_features(self.model, enc["pixel_values_videos"], train_tower=False)
-            letters = torch.tensor([self.batcher.letter_ids[it.solution] for it in items])
+            answers = torch.tensor([self.batcher.answer_id(it) for it in items], device=self.device)
             N = feats.shape[1] - 1
             for name in rows:
                 keeps = []
@@ -512,7 +635,7 @@ class ToyTrainer:
                     self.model, self.batcher, items, enc["ids"], keeps, feats, with_answer=False
                 )
                 pred = lm_logits_tail(self.model, x, mask, pid, 1)[:, 0].argmax(-1)
-                ok = (pred == letters).tolist()
+                ok = (pred == answers).tolist()
                 rows[name] += ok
                 if name == "full":
                     for it, o in zip(items, ok, strict=True):
@@ -523,12 +646,41 @@ class ToyTrainer:
         return out
 
     # ---- the loop --------------------------------------------------------------------------------
+    _qa_fixed = False
+    _RATE_STEPS = (10, 40)  # stage-2 steps between which a time-budgeted run measures its pace
+
+    def _fix_schedule(self, qa_step: int, elapsed: float, rate_window: float) -> None:
+        """Set `qa_steps` so stage 2 ends near `qa_minutes` (measured pace, 8 % held back for validation)."""
+        lo, hi = self._RATE_STEPS
+        per_step = rate_window / (hi - lo)
+        left = 60 * self.cfg.qa_minutes * 0.92 - elapsed
+        self.cfg.qa_steps = max(qa_step + 1, qa_step + int(left / per_step))
+        self._qa_fixed = True
+
+    def _loader(self):
+        data = self._data()
+        steps = range(self.step, 2**31 - 1)
+        if self.cfg.workers <= 0:
+            return (data[s] for s in steps)
+        return iter(
+            torch.utils.data.DataLoader(
+                data,
+                batch_size=None,
+                sampler=steps,
+                num_workers=self.cfg.workers,
+                collate_fn=_keep_batch,
+                prefetch_factor=4,
+                persistent_workers=False,
+            )
+        )
+
     def fit(self, max_minutes: float | None = None, progress: bool = True) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.cfg
-        total = cfg.vision_steps + cfg.qa_steps
         t0 = time.time()
+        loader = self._loader()
+        stage2_t0 = rate_t0 = None
         with Progress(
             TextColumn("[bold]toy train"),
             BarColumn(),
@@ -538,14 +690,26 @@ class ToyTrainer:
             TextColumn("{task.fields[info]}"),
             disable=not progress,
         ) as bar:
-            task = bar.add_task("train", total=total, completed=self.step, info="")
+            task = bar.add_task("train", total=cfg.vision_steps + cfg.qa_steps, completed=self.step, info="")
             ema: dict[str, float] = {}
-            while self.step < total:
-                m = self.train_step(self.step)
+            while self.step < cfg.vision_steps + cfg.qa_steps:
+                m = self.train_step(self.step, next(loader))
                 for k, v in m.items():
                     if k != "step":
                         ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
                 self.step += 1
+                qa_step = self.step - cfg.vision_steps
+                if cfg.qa_minutes is not None and not self._qa_fixed and qa_step > 0:
+                    now = time.time()
+                    if stage2_t0 is None:
+                        stage2_t0 = now
+                    if qa_step == self._RATE_STEPS[0]:
+                        rate_t0 = now
+                    if qa_step == self._RATE_STEPS[1] and rate_t0 is not None:
+                        self._fix_schedule(qa_step, now - stage2_t0, now - rate_t0)
+                        bar.console.print(f"time budget: stage 2 fixed at {cfg.qa_steps} steps")
+                        bar.update(task, total=cfg.vision_steps + cfg.qa_steps)
+                total = cfg.vision_steps + cfg.qa_steps
                 info = " ".join(f"{k}={ema[k]:.3f}" for k in ("loss", "word_acc", "acc") if k in ema)
                 bar.update(task, completed=self.step, info=info)
                 record = {"step": self.step, **{k: round(v, 5) for k, v in ema.items()}}
@@ -571,7 +735,7 @@ class ToyTrainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         import copy
 
-        m = copy.deepcopy(self.model).eval().to(dtype)
+        m = copy.deepcopy(self.model).eval().to("cpu", dtype)
         m.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
         meta = {

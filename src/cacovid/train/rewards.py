@@ -166,7 +166,9 @@ def text_rollout_reward(fn: TextReward, max_new_tokens: int = 4) -> RolloutRewar
 def dense_reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.Tensor:
     """(G,) probability of the correct answer from one teacher-forced pass (no generation).
 
-    Multiple choice: softmax over the option letters' log-likelihoods, at the correct letter.
+    Multiple choice: softmax over the candidates' log-likelihoods, at the correct one; the
+    candidates are the option letters, or the option texts when the item asks to be answered with
+    the option (`QAItem.answer_format`).
     Otherwise: the solution's per-token probability exp(log p / n_tokens).
     """
     if item.problem_type == "multiple choice" and item.options:
@@ -174,7 +176,8 @@ def dense_reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.
         want = item.solution.strip().upper()[:1]
         if want not in letters:
             raise ValueError(f"item {item.id}: solution {item.solution!r} is not one of {letters}")
-        lp = adapter.answer_logprobs_rows(rows, letters).float()  # (G, n_options)
+        candidates = list(item.options) if item.answer_format == "option" else letters
+        lp = adapter.answer_logprobs_rows(rows, candidates).float()  # (G, n_options)
         return torch.softmax(lp, dim=-1)[:, letters.index(want)]
     lp = adapter.answer_logprobs_rows(rows, [item.solution]).float()[:, 0]  # (G,)
     n_tok = max(1, len(adapter.tokenizer(item.solution, add_special_tokens=False)["input_ids"]))

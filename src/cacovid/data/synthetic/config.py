@@ -108,6 +108,9 @@ class WorldConfig:
       extends the high end to low + 3 so its four consecutive options are all possible answers).
     - `seed_offset`: shifts every item seed, giving a fresh world with the same statistics.
     - `families`: the question families generated, assigned round-robin by item index.
+    - `answer_format`: "option" (answer with the option text, what the embedded toy model was
+      trained on: it removes the option-letter lookup that a from-scratch model learns slowly) or
+      "letter" (the usual benchmark instruction).
     """
 
     frames: int = 16
@@ -120,6 +123,7 @@ class WorldConfig:
     target_frames: tuple[int, int] = (3, 5)
     seed_offset: int = 0
     families: tuple[str, ...] = field(default=DEFAULT_FAMILIES)
+    answer_format: str = "option"
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
@@ -177,6 +181,10 @@ class WorldConfig:
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
             raise ValueError(f"world config families: unknown {unknown}, known families are {FAMILIES}")
+        if self.answer_format not in ("letter", "option"):
+            raise ValueError(
+                f"world config answer_format must be 'letter' or 'option', got {self.answer_format!r}"
+            )
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"world config families lists a family twice: {self.families}")
         if "count" in self.families and self.count_range[1] > self.frames:
@@ -245,6 +253,8 @@ class WorldConfig:
                 changes[key] = _int_range(key, text)
             elif key == "families":
                 changes[key] = _names(key, text)
+            elif key == "answer_format":
+                changes[key] = text
             else:
                 changes[key] = _int(key, text)
         return dataclasses.replace(self, **changes)

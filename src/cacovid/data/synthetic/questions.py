@@ -46,7 +46,7 @@ def _vocabulary() -> list[str]:
     words.update(LETTERS)
     words.update(["?", "."])
     # The words QAItem.prompt_text adds around the question ("A . red ... answer with the letter .").
-    words.update(["answer", "with", "the", "letter"])
+    words.update(["answer", "with", "the", "letter", "option"])
     return sorted(words)
 
 

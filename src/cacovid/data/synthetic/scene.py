@@ -60,6 +60,8 @@ class SceneObject:
     visible: np.ndarray
     outline: int = 0
     brightness: float = 1.0
+    # The axis-aligned direction of a `motion` target ("left", …); None for drifting objects.
+    direction: str | None = None
 
     @property
     def extent(self) -> int:
@@ -77,6 +79,7 @@ class SceneObject:
             "color": self.color,
             "size": int(self.size),
             "frames": [int(t) for t in np.flatnonzero(self.visible)],
+            "direction": self.direction,
         }
 
 
@@ -182,7 +185,11 @@ def _target(
     span = max(1, last - first)
     if spec.direction is not None:
         step = np.array(DIRECTIONS[spec.direction], dtype=float)
-        speed = min(rng.uniform(3.0, 5.0), limit / span)
+        # At least half a token cell per frame, so that between its first and last frame the target
+        # changes token cells (at 3-5 px/frame, the first design, a 2-frame move often stayed inside
+        # one 16 px cell and was invisible at token level).
+        cell = cfg.frame_size / cfg.token_grid
+        speed = min(rng.uniform(0.5 * cell, 0.75 * cell), limit / span)
         if speed < 1.0:
             raise ValueError(
                 f"frame_size={cfg.frame_size} is too small for a target of {size} px to move "
@@ -214,6 +221,7 @@ def _target(
         positions=candidates[choice],
         visible=visible,
         brightness=ORDINARY_BRIGHTNESS,
+        direction=spec.direction,
     )
 
 

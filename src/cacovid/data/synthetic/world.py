@@ -93,6 +93,7 @@ class SyntheticWorld:
             frames=rendered.frames,
             evidence=rendered.evidence,
             meta=meta,
+            answer_format=cfg.answer_format,
         )
         return WorldSample(item=item, scene=scene, rendered=rendered)
 
