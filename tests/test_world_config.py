@@ -16,7 +16,7 @@ def test_defaults_match_the_spec():
     assert (cfg.num_distractors, cfg.num_salient, cfg.distractor_salience) == (5, 2, 1.0)
     assert cfg.target_size == (14, 20) and cfg.target_frames == (3, 5)
     assert cfg.families == DEFAULT_FAMILIES and cfg.seed_offset == 0
-    assert set(DEFAULT_FAMILIES) == set(FAMILIES) - {"shape"}
+    assert set(DEFAULT_FAMILIES) == set(FAMILIES) - {"shape", "count"}
     assert cfg.cell_size == 16 and cfg.num_tokens == 784 and cfg.evidence_min_pixels == 26
     assert cfg.count_range == (3, 6)
 
@@ -68,7 +68,8 @@ def test_with_overrides_parses_each_kind():
         ("families=color:music", "unknown"),
         ("families=color:color", "twice"),
         ("families=color::shape", "names separated"),
-        ("frames=5", "count family"),
+        ("frames=5,families=count", "count family"),
+        ("answer_format=word", "answer_format"),
         ("frames=6,target_frames=4:6,families=order", "order family"),
         ("target_frames=1,families=motion", "motion family"),
         ("seed_offset=-1", "seed_offset"),
