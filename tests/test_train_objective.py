@@ -156,3 +156,17 @@ def test_memory_appends_and_validates_shapes():
     assert len(mem) == 3
     with pytest.raises(ValueError, match="memory"):
         policy_loss(torch.zeros(4, 2), torch.zeros(2, 2), torch.zeros(4, 2), torch.zeros(2, 2), mem)
+
+
+def test_dual_clip_bounds_negative_advantage_terms():
+    """A huge ratio on a negative-advantage decision is floored at c·A; positive terms are untouched."""
+    old = torch.zeros(1, 3)
+    new = torch.tensor([[25.0, 0.1, -0.5]])  # ratio e^25 on the first decision
+    plain, _ = clipped_surrogate(new, old, torch.tensor([-1.0]), 0.2, 0.28)
+    assert plain[0, 0] < -1e10  # the unbounded term that blew up a training run
+    dual, flagged = clipped_surrogate(new, old, torch.tensor([-1.0]), 0.2, 0.28, dual_clip=3.0)
+    assert dual[0, 0] == -3.0 and bool(flagged[0, 0])
+    torch.testing.assert_close(dual[0, 1:], plain[0, 1:])
+    pos_plain, _ = clipped_surrogate(new, old, torch.tensor([2.0]), 0.2, 0.28)
+    pos_dual, _ = clipped_surrogate(new, old, torch.tensor([2.0]), 0.2, 0.28, dual_clip=3.0)
+    torch.testing.assert_close(pos_dual, pos_plain)

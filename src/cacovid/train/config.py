@@ -50,6 +50,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.28
+    # Dual-clip floor c·A on negative-advantage terms (None: method.md's surrogate exactly). A
+    # deliberate addition: without it one item's loss reached 1e10 and then NaN at lr 8e-4.
+    dual_clip: float | None = 3.0
     kl_coef: float = 0.0
     seed: int = 0
     epochs: int = 1
@@ -79,6 +82,8 @@ class TrainConfig:
             raise ValueError("warmup_fraction must be in [0, 1) and min_lr_scale in [0, 1]")
         if self.clip_low < 0 or self.clip_high < 0 or not self.clip_low < 1:
             raise ValueError("clip_low must be in [0, 1) and clip_high >= 0")
+        if self.dual_clip is not None and not self.dual_clip > 1:
+            raise ValueError(f"dual_clip must be > 1 (or None), got {self.dual_clip}")
         if any(not 0 < r <= 1 for r in self.val_ratios):
             raise ValueError(f"val_ratios must be in (0, 1], got {self.val_ratios}")
         self.sampling()  # validates the sampling knobs early

@@ -52,14 +52,31 @@ def decision_logprobs(logits: Tensor, decisions: Tensor) -> Tensor:
 
 
 def clipped_surrogate(
-    logp_new: Tensor, logp_old: Tensor, adv: Tensor, clip_low: float, clip_high: float
+    logp_new: Tensor,
+    logp_old: Tensor,
+    adv: Tensor,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(R, M) per-decision min(ρA, clip(ρ, 1−low, 1+high)A) and a (R, M) bool "was clipped" flag."""
+    """(R, M) per-decision min(ρA, clip(ρ, 1−low, 1+high)A) and a (R, M) bool "was clipped" flag.
+
+    With `dual_clip` c, a negative-advantage term is floored at c·A (dual-clip PPO): the plain
+    surrogate is unbounded there, and with per-item memory an old rollout's per-decision ratio was
+    measured at ~1e10 after a few fast updates, giving a loss of 1e10 and then NaN weights.
+    """
     ratio = torch.exp(logp_new - logp_old)
     a = adv.float().unsqueeze(1)
     unclipped = ratio * a
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * a
-    return torch.minimum(unclipped, clipped), (clipped < unclipped).detach()
+    surr = torch.minimum(unclipped, clipped)
+    was_clipped = clipped < unclipped
+    if dual_clip is not None:
+        floor = dual_clip * a
+        dual = (a < 0) & (surr < floor)
+        surr = torch.where(dual, floor, surr)
+        was_clipped = was_clipped | dual
+    return surr, was_clipped.detach()
 
 
 @dataclass
@@ -112,6 +129,7 @@ def policy_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.28,
     kl_coef: float = 0.0,
+    dual_clip: float | None = None,
 ) -> LossOutput:
     """L = L_tok + L_frame (+ kl_coef · KL(π ‖ Bernoulli(0.5))) on the whole memory.
 
@@ -133,7 +151,9 @@ def policy_loss(
         m = memory.masks[tok]
         new = decision_logprobs(token_logits, m)
         old = decision_logprobs(old_token_logits.detach(), m)
-        surr, was_clipped = clipped_surrogate(new, old, memory.advantages[tok], clip_low, clip_high)
+        surr, was_clipped = clipped_surrogate(
+            new, old, memory.advantages[tok], clip_low, clip_high, dual_clip
+        )
         kbar = m.float().mean(1, keepdim=True)
         w = torch.where(m, 1.0 - kbar, kbar)
         per_rollout = (w * surr).sum(1) / w.sum(1).clamp_min(1e-12)
@@ -146,7 +166,7 @@ def policy_loss(
         f = memory.frames[fr]
         new = decision_logprobs(frame_logits, f)
         old = decision_logprobs(old_frame_logits.detach(), f)
-        surr, was_clipped = clipped_surrogate(new, old, memory.advantages[fr], clip_low, clip_high)
+        surr, was_clipped = clipped_surrogate(new, old, memory.advantages[fr], clip_low, clip_high, dual_clip)
         frame_loss = -surr.mean()
         clipped_count += float(was_clipped.sum())
         decisions += was_clipped.numel()

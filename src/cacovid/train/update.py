@@ -95,7 +95,13 @@ class PolicyUpdater:
                 clip_low=c.clip_low,
                 clip_high=c.clip_high,
                 kl_coef=c.kl_coef,
+                dual_clip=c.dual_clip,
             )
+            if not bool(torch.isfinite(lo.loss)):
+                raise FloatingPointError(
+                    f"policy loss is {float(lo.loss)} (lower the learning rate or keep "
+                    "dual_clip set); the policy was not updated"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             lo.loss.backward()
             if c.grad_clip > 0:
