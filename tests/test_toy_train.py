@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
@@ -179,3 +180,19 @@ def test_init_from_starts_from_saved_weights(tmp_path):
         first.model.state_dict().items(), second.model.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_family_weights_pick_families_deterministically(tmp_path):
+    from cacovid.toy.train import _StepBatches
+
+    tr = ToyTrainer(_config(tmp_path, world={"frames": "6", "families": "color:motion:order"}))
+    only = _StepBatches(tr.world, tr.batcher, 6, {"motion": 1.0})
+    assert {it.family for it in only[3]} == {"motion"}
+    mixed = _StepBatches(tr.world, tr.batcher, 6, {"color": 0.5, "order": 0.5})
+    first, again = mixed[5], mixed[5]
+    assert [it.id for it in first] == [it.id for it in again]
+    assert {it.family for it in first} <= {"color", "order"}
+    ids = {it.id for s in range(4) for it in mixed[s]}
+    assert len(ids) == 24  # no item repeats across slots
+    with pytest.raises(ValueError, match="family_weights"):
+        _StepBatches(tr.world, tr.batcher, 6, {"count": 1.0})
