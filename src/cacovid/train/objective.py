@@ -65,7 +65,9 @@ def clipped_surrogate(
     surrogate is unbounded there, and with per-item memory an old rollout's per-decision ratio was
     measured at ~1e10 after a few fast updates, giving a loss of 1e10 and then NaN weights.
     """
-    ratio = torch.exp(logp_new - logp_old)
+    # The clamp changes no gradient that matters (beyond e^±20 every term is clipped or ~0) but keeps
+    # exp() finite: an inf ratio turns the masked backward of minimum/where into NaN weights.
+    ratio = torch.exp((logp_new - logp_old).clamp(-20.0, 20.0))
     a = adv.float().unsqueeze(1)
     unclipped = ratio * a
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * a

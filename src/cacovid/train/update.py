@@ -104,8 +104,11 @@ class PolicyUpdater:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             lo.loss.backward()
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.policy.parameters(), c.grad_clip if c.grad_clip > 0 else float("inf")
+            )
+            if not bool(torch.isfinite(norm)):
+                raise FloatingPointError(f"policy gradient norm is {float(norm)}; the policy was not updated")
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
