@@ -294,3 +294,25 @@ def test_cli_trains_and_resumes(tmp_path):
     assert len(_events(out / "log.jsonl", "item")) == 2
     bad = CliRunner().invoke(app, [*args[:-2], "--val-ratios", "abc"])
     assert bad.exit_code != 0
+
+
+def test_a_failing_item_is_recorded_and_training_goes_on(llava_llm, world_items, tmp_path):
+    items, vals = world_items
+    real = llava_llm.answer_logprobs_rows
+    seen = []
+
+    def flaky(rows, answers):
+        seen.append(1)
+        if len(seen) == 1:  # the first item's first reward call fails
+            raise RuntimeError("decoder exploded")
+        return real(rows, answers)
+
+    llava_llm.answer_logprobs_rows = flaky
+    try:
+        summary = _trainer(llava_llm, items[:3], vals, tmp_path).fit()
+    finally:
+        del llava_llm.answer_logprobs_rows
+    assert summary["finished"] and summary["items_done"] == 3
+    (err,) = _events(tmp_path / "log.jsonl", "item_error")
+    assert err["item_id"] == items[0].id and "decoder exploded" in err["error"]
+    assert [r["item_id"] for r in _events(tmp_path / "log.jsonl", "item")] == [items[1].id, items[2].id]

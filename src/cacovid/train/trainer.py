@@ -106,13 +106,20 @@ class Trainer:
                     continue
                 index = self.kept[self.position]
                 item = self.train_items[index]
-                stats = self._train_item(item)
+                try:
+                    stats = self._train_item(item)
+                except (ValueError, RuntimeError, FloatingPointError) as exc:
+                    # One bad item (unreadable video, a non-finite update) is recorded and skipped;
+                    # the policy keeps the updates of the items before it.
+                    stats, event = {"error": f"{type(exc).__name__}: {exc}"}, "item_error"
+                else:
+                    event = "item"
                 self.position += 1
                 self.items_done += 1
                 done_now += 1
                 self._log(
                     {
-                        "event": "item",
+                        "event": event,
                         "item_id": item.id,
                         "index": index,
                         "epoch": self.epoch,
