@@ -415,3 +415,20 @@ def test_cli_eval_and_report(adapter, tmp_path):
     assert (out / "report.md").is_file() and (out / "accuracy_vs_retention.png").is_file()
     bad = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--ratios", "25", "--out", str(out)])
     assert bad.exit_code != 0 and "ratios" in bad.output
+
+
+def test_selection_options_travel_with_the_policy(llava_llm, tmp_path):
+    import json
+
+    from cacovid.evaluate import build_methods
+    from cacovid.policy import CaCoVIDPolicy
+
+    CaCoVIDPolicy.from_host(llava_llm, seed=0).save_pretrained(tmp_path)
+    (method,) = build_methods(["cacovid"], llava_llm, policy=str(tmp_path))
+    assert (method.selector.alpha, method.selector.fill) == (0.5, "even")  # method.md defaults
+    (tmp_path / "selection.json").write_text(json.dumps({"alpha": 0.7, "fill": "score", "note": "val"}))
+    (method,) = build_methods(["cacovid"], llava_llm, policy=str(tmp_path))
+    assert (method.selector.alpha, method.selector.fill) == (0.7, "score")
+    (tmp_path / "selection.json").write_text(json.dumps({"alhpa": 0.7}))
+    with pytest.raises(ValueError, match="alhpa"):
+        build_methods(["cacovid"], llava_llm, policy=str(tmp_path))

@@ -12,8 +12,10 @@ they are not selectors (a selector must keep at least one token), so they are sp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -131,7 +133,26 @@ def _cacovid_selector(adapter: VideoLLM, policy_path: str) -> Selector:
 
     policy = CaCoVIDPolicy.from_pretrained(policy_path, host=adapter)
     policy.to(adapter.device)
-    return CaCoVIDSelector(policy)
+    return CaCoVIDSelector(policy, **selection_options(policy_path))
+
+
+SELECTION_FILE = "selection.json"
+
+
+def selection_options(policy_path: str | Path) -> dict:
+    """Budgeted-selection options (alpha, cap, fill) saved beside a policy, or {} for the defaults.
+
+    The inference settings travel with the policy they were chosen for (on validation data), so a
+    shipped policy is evaluated the way it was tuned; unknown keys are an error.
+    """
+    path = Path(policy_path) / SELECTION_FILE
+    if not path.is_file():
+        return {}
+    options = json.loads(path.read_text())
+    unknown = set(options) - {"alpha", "cap", "fill", "note"}
+    if unknown:
+        raise ValueError(f"{path}: unknown selection options {sorted(unknown)} (known: alpha, cap, fill)")
+    return {k: v for k, v in options.items() if k != "note"}
 
 
 def build_methods(
