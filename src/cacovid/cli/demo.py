@@ -9,6 +9,7 @@ and the policy itself beside them.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def demo_command(
             trained = shipped
             console.print(f"using the shipped policy ({trained})")
         CaCoVIDPolicy.from_pretrained(trained, host=adapter).save_pretrained(policy_dir)
+        from cacovid.evaluate.methods import SELECTION_FILE
+
+        if (Path(trained) / SELECTION_FILE).is_file():  # the inference settings tuned for this policy
+            shutil.copyfile(Path(trained) / SELECTION_FILE, policy_dir / SELECTION_FILE)
     t_train = time.time() - t0
     built = build_methods(names, adapter, policy=str(policy_dir), seed=seed)
     config = EvalConfig(ratios=ratio_list, seed=seed)

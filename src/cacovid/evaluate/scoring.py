@@ -42,7 +42,7 @@ def score_answer(text: str, item: QAItem) -> Scored:
     if kind in _MC:
         letter = parse_option_letter(text, item.options)
         if letter is None:
-            return Scored(0.0, None, f"unparsable answer {text[:80]!r}: no option letter")
+            return Scored(0.0, None, f"unparsable answer {text[:80]!r}: names no option (letter or text)")
         return Scored(float(letter == item.solution.strip().upper()[:1]), letter)
     if kind in _NUMERIC or kind == "regression":
         got, want = parse_number(text), parse_number(item.solution)

@@ -1,0 +1,33 @@
+"""`cacovid demo` end to end on the shipped toy model and policy (few items, one ratio)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from cacovid.cli import app
+
+
+def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
+    n = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["demo", "--out", str(tmp_path), "--n", "3", "--ratios", "0.1", "--no-progress"]
+            + ["--threads", "1"],
+        )
+    finally:
+        torch.set_num_threads(n)
+    assert result.exit_code == 0, result.output
+    assert "using the shipped policy" in result.output and "CaCoVID vs baselines" in result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = {(r["method"], r["ratio"]) for r in summary["rows"]}
+    assert {("cacovid", 0.1), ("random", 0.1), ("uniform", 0.1), ("full", 1.0)} <= rows
+    lines = (tmp_path / "items.jsonl").read_text().splitlines()
+    assert {json.loads(line)["item_id"] for line in lines} == {f"synthetic:test:{i}" for i in range(3)}
+    assert (tmp_path / "report.md").is_file()
+    # the policy and the selection settings tuned for it are saved beside the results
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "policy" / "selection.json").read_text())["fill"] == "score"
