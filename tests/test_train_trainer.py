@@ -316,3 +316,21 @@ def test_a_failing_item_is_recorded_and_training_goes_on(llava_llm, world_items,
     (err,) = _events(tmp_path / "log.jsonl", "item_error")
     assert err["item_id"] == items[0].id and "decoder exploded" in err["error"]
     assert [r["item_id"] for r in _events(tmp_path / "log.jsonl", "item")] == [items[1].id, items[2].id]
+
+
+def test_a_run_of_failing_items_stops_training(llava_llm, world_items, tmp_path, monkeypatch):
+    import cacovid.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MAX_CONSECUTIVE_FAILURES", 2)
+
+    def broken(rows, answers):
+        raise RuntimeError("no model")
+
+    items, vals = world_items
+    llava_llm.answer_logprobs_rows = broken
+    try:
+        with pytest.raises(RuntimeError, match="2 training items failed in a row"):
+            _trainer(llava_llm, items[:3], vals, tmp_path).fit()
+    finally:
+        del llava_llm.answer_logprobs_rows
+    assert len(_events(tmp_path / "log.jsonl", "item_error")) == 1  # the first; the second stopped it

@@ -40,6 +40,10 @@ POLICY_DIR = "policy"
 _RESUMABLE_CHANGES = {"checkpoint_every", "val_every", "val_ratios", "val_batch_size"}
 
 
+# Items that may fail one after another before the run stops (see `Trainer.fit`).
+MAX_CONSECUTIVE_FAILURES = 10
+
+
 class Trainer:
     """Train a `CaCoVIDPolicy` against a frozen video LLM.
 
@@ -97,7 +101,7 @@ class Trainer:
             self._start()
         total = len(self.kept) * self.config.epochs
         budget = math.inf if max_items is None else int(max_items)
-        done_now = 0
+        done_now = failures = 0
         last_val: list[dict[str, Any]] = []
         with self._progress(total) as bar:
             while self.epoch < self.config.epochs and done_now < budget:
@@ -110,10 +114,16 @@ class Trainer:
                     stats = self._train_item(item)
                 except (ValueError, RuntimeError, FloatingPointError) as exc:
                     # One bad item (unreadable video, a non-finite update) is recorded and skipped;
-                    # the policy keeps the updates of the items before it.
+                    # the policy keeps the updates of the items before it. A run of failures is a
+                    # broken setup, not bad items: stop and say so.
+                    failures += 1
+                    if failures >= MAX_CONSECUTIVE_FAILURES:
+                        raise RuntimeError(
+                            f"{failures} training items failed in a row; the last: {exc}"
+                        ) from exc
                     stats, event = {"error": f"{type(exc).__name__}: {exc}"}, "item_error"
                 else:
-                    event = "item"
+                    failures, event = 0, "item"
                 self.position += 1
                 self.items_done += 1
                 done_now += 1
