@@ -3,7 +3,8 @@
 # Usage: OUT=results_dir bash scripts/train_toy_device.sh
 # Env: PY (python, default python3), DEVICE (cuda), WORKERS (12), BATCH (64), VISION_STEPS (500),
 #      QA_MINUTES (6), LIMIT_S (hard stop for the training process, 480), LR (1e-3),
-#      INIT_FROM (weights to start from instead of from scratch), BENCH (1: GPU selector timings).
+#      INIT_FROM (weights to start from instead of from scratch), BENCH (1: GPU selector timings),
+#      EVIDENCE_DROP / OBJECT_KEEP (robustness to what a selector keeps; ToyTrainConfig).
 # The same recipe runs on the CPU (DEVICE=cpu), only slower; see README "The embedded toy model".
 set -uo pipefail
 PY=${PY:-python3}
@@ -25,6 +26,7 @@ cfg = ToyTrainConfig(
     batch_size=${BATCH:-64}, vision_steps=${VISION_STEPS:-500}, qa_minutes=${QA_MINUTES:-6},
     val_every=${VAL_EVERY:-500}, checkpoint_every=250, lr=${LR:-1e-3}, vision_lr=${LR:-1e-3},
     init_from=("${INIT_FROM:-}" or None),
+    evidence_drop_prob=${EVIDENCE_DROP:-0.0}, object_keep_prob=${OBJECT_KEEP:-0.0},
 )
 t = time.time()
 tr = ToyTrainer(cfg)

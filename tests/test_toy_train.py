@@ -196,3 +196,67 @@ def test_family_weights_pick_families_deterministically(tmp_path):
     assert len(ids) == 24  # no item repeats across slots
     with pytest.raises(ValueError, match="family_weights"):
         _StepBatches(tr.world, tr.batcher, 6, {"count": 1.0})
+
+
+def _world_items(n: int):
+    from cacovid.data.synthetic.world import SyntheticWorld
+
+    return list(SyntheticWorld().items("train", n))
+
+
+def test_sample_keep_default_keeps_all_evidence():
+    from cacovid.toy.train import sample_keep
+
+    cfg = ToyTrainConfig(full_keep_prob=0.0)
+    gen = torch.Generator().manual_seed(0)
+    for it in _world_items(6):
+        keep = sample_keep(it, cfg, gen)
+        ev = torch.from_numpy(it.evidence.reshape(-1).copy())
+        assert bool(keep[ev].all())
+
+
+def test_sample_keep_evidence_dropout_keeps_a_cell_of_every_target():
+    import numpy as np
+
+    from cacovid.toy.train import sample_keep
+
+    cfg = ToyTrainConfig(
+        full_keep_prob=0.0, evidence_drop_prob=1.0, evidence_drop_max=1.0, other_keep_max=0.0
+    )
+    gen = torch.Generator().manual_seed(1)
+    dropped_some = False
+    for it in _world_items(12):
+        keep = sample_keep(it, cfg, gen)
+        ev = torch.from_numpy(it.evidence.reshape(-1).copy())
+        cells = torch.from_numpy(np.asarray(it.meta["token_object"]).reshape(-1))
+        assert not bool(keep[~ev].any())  # nothing but evidence at other_keep_max 0
+        dropped_some |= bool((ev & ~keep).any())
+        for k, o in enumerate(it.meta["objects"], start=1):
+            own = ev & (cells == k)
+            if o["role"] == "target" and own.any():
+                assert bool(keep[own].any()), f"target {k} of {it.item_id} lost every cell"
+    assert dropped_some
+
+
+def test_sample_keep_object_mode_keeps_whole_objects_per_frame():
+    import numpy as np
+
+    from cacovid.toy.train import sample_keep
+
+    cfg = ToyTrainConfig(full_keep_prob=0.0, object_keep_prob=1.0, other_keep_max=0.0)
+    gen = torch.Generator().manual_seed(2)
+    partial_video = False
+    for it in _world_items(6):
+        keep = sample_keep(it, cfg, gen)
+        obj = torch.from_numpy(np.asarray(it.meta["token_object"]))  # (T, g, g)
+        kept = keep.reshape(obj.shape)
+        ev = torch.from_numpy(it.evidence.copy())
+        for k, o in enumerate(it.meta["objects"], start=1):
+            if o["role"] == "target":
+                continue
+            per_frame = [kept[t][(obj[t] == k) & ~ev[t]] for t in range(obj.shape[0]) if (obj[t] == k).any()]
+            for cells in per_frame:
+                assert bool(cells.all()) or not bool(cells.any())  # all of its cells or none
+            shown = [bool(c.any()) for c in per_frame if c.numel()]
+            partial_video |= any(shown) and not all(shown)
+    assert partial_video  # some object is kept in some frames only

@@ -41,6 +41,15 @@ def train_command(
     ),
     val_every: int = typer.Option(500, min=1, help="Validate every this many steps."),
     checkpoint_every: int = typer.Option(50, min=1, help="Checkpoint every this many steps."),
+    evidence_drop_prob: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="Share of pruned prompts that lose part of their evidence (robustness)."
+    ),
+    object_keep_prob: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Share of pruned prompts that keep whole distractor objects in some frames.",
+    ),
 ) -> None:
     """Train the toy LLaVA-OneVision from scratch on the synthetic world (checkpoint + exact resume)."""
     from cacovid.data.synthetic.config import parse_world_overrides
@@ -63,6 +72,8 @@ def train_command(
         family_weights={k: float(v) for k, v in parse_world_overrides(family_weights).items()} or None,
         val_every=val_every,
         checkpoint_every=checkpoint_every,
+        evidence_drop_prob=evidence_drop_prob,
+        object_keep_prob=object_keep_prob,
     )
     trainer = ToyTrainer(cfg)
     if trainer.step:

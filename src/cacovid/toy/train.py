@@ -65,6 +65,12 @@ class ToyTrainConfig:
     track_weight: float = 0.5
     full_keep_prob: float = 0.1
     other_keep_max: float = 0.25
+    # Robustness to what a selector keeps (see `sample_keep`): the share of pruned training prompts
+    # that lose part of their evidence, the most each evidence token may be dropped with, and the
+    # share whose other kept tokens are whole objects in some frames instead of scattered tokens.
+    evidence_drop_prob: float = 0.0
+    evidence_drop_max: float = 0.5
+    object_keep_prob: float = 0.0
     val_every: int = 500
     val_n: int = 160
     stage1_frames: int = 4
@@ -260,13 +266,44 @@ def lm_logits_tail(model, x, mask, pid, n_tail: int) -> torch.Tensor:
 
 
 def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torch.Tensor | None:
-    """Token dropout: None (all kept) or evidence + a random share of the other video tokens."""
+    """Token dropout: None (all kept) or a keep-mask over the video tokens.
+
+    The base mask is the evidence plus a random share of the other tokens. Two options make the model
+    robust to what a learnt selector hands it rather than to a random subset only:
+    - `object_keep_prob`: the other kept tokens are whole non-target objects in a random subset of
+      frames (a scorer that likes an object keeps all of its cells, in some frames), plus scattered
+      background; an object kept in a few frames looks like a target that comes and goes, so the model
+      learns not to trust appearance alone;
+    - `evidence_drop_prob`: each evidence token is dropped with a random probability up to
+      `evidence_drop_max`, keeping at least one cell of every target, so the answer degrades
+      gradually with the evidence a selector misses instead of collapsing.
+    """
     if torch.rand((), generator=gen).item() < cfg.full_keep_prob:
         return None
     ev = torch.from_numpy(np.ascontiguousarray(item.evidence)).reshape(-1)
     share = torch.rand((), generator=gen).item() * cfg.other_keep_max
     keep = torch.rand(ev.shape, generator=gen) < share
-    return keep | ev
+    objects = item.meta.get("objects") if item.meta else None
+    cells = torch.from_numpy(np.asarray(item.meta["token_object"]).reshape(-1)) if objects else None
+    if cells is not None and torch.rand((), generator=gen).item() < cfg.object_keep_prob:
+        T = int(np.asarray(item.meta["token_object"]).shape[0])
+        frame_of = torch.arange(ev.numel()) // (ev.numel() // T)
+        keep = torch.rand(ev.shape, generator=gen) < share * 0.5  # scattered background
+        for k, o in enumerate(objects, start=1):
+            if o["role"] == "target":
+                continue
+            frames = torch.rand(T, generator=gen) < torch.rand((), generator=gen).item()
+            keep |= (cells == k) & frames[frame_of]
+    ev_kept = ev.clone()
+    if cells is not None and torch.rand((), generator=gen).item() < cfg.evidence_drop_prob:
+        drop = torch.rand((), generator=gen).item() * cfg.evidence_drop_max
+        ev_kept &= torch.rand(ev.shape, generator=gen) >= drop
+        for k, o in enumerate(objects, start=1):  # every target keeps at least one cell
+            own = ev & (cells == k)
+            if o["role"] == "target" and own.any() and not (ev_kept & own).any():
+                idx = own.nonzero().squeeze(1)
+                ev_kept[idx[torch.randint(len(idx), (), generator=gen)]] = True
+    return (keep & ~ev) | ev_kept
 
 
 SMALL_OBJECT_PX = 24
