@@ -94,3 +94,33 @@ def test_policy_learns_to_rank_rewarded_tokens(sign):
         assert stats["reward_top"] >= 0.75  # the deterministic top-k rollout keeps them
     else:
         assert bool((ranks >= P - 3).all())  # pushed to the bottom of every frame
+
+
+def test_updater_uses_advantage_eps(monkeypatch):
+    # Adam normalises step sizes, so the policy's movement cannot show ε; check the value reaching
+    # the advantage computation instead, and that the advantages it returns are the ones stored.
+    import cacovid.train.update as update
+
+    seen = []
+    real = update.group_advantages
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("eps"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(update, "group_advantages", spy)
+    policy, prompt, known = _setup()
+    config = TrainConfig(
+        group_size=8,
+        ratio=1 / 16,
+        ratio_min=1 / 16,
+        ratio_max=1 / 16,
+        iterations=2,
+        lr=1e-3,
+        warmup_fraction=0.0,
+        seed=0,
+        advantage_eps=0.05,
+    )
+    updater = PolicyUpdater(policy, config, total_steps=2)
+    updater.train_prompt(prompt, lambda m: (m & known).float().sum(1))
+    assert seen == [0.05, 0.05]

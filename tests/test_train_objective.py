@@ -30,6 +30,27 @@ def test_advantages_are_normalised_per_mode():
     assert float(a[6]) == 0.0
 
 
+def test_advantage_eps_quiets_near_constant_dense_rewards():
+    # A dense-reward group whose probabilities differ by 0.001: method.md's ε blows the noise up to
+    # unit advantages; an ε at the reward's meaningful spread keeps it small, and leaves a group with
+    # a real spread almost unchanged.
+    modes = torch.full((4,), TOKEN)
+    flat = torch.tensor([0.250, 0.251, 0.249, 0.250])
+    assert float(group_advantages(flat, modes, content_baseline=False).abs().max()) > 0.9
+    assert float(group_advantages(flat, modes, content_baseline=False, eps=0.05).abs().max()) < 0.05
+    spread = torch.tensor([0.9, 0.1, 0.9, 0.1])
+    a = group_advantages(spread, modes, content_baseline=False, eps=0.05)
+    assert torch.allclose(a, torch.tensor([1.0, -1.0, 1.0, -1.0]) * 0.4 / 0.45, atol=1e-5)
+
+
+def test_advantage_eps_defaults_to_method_and_is_validated():
+    from cacovid.train.config import TrainConfig
+
+    assert TrainConfig().advantage_eps == 1e-4  # method.md
+    with pytest.raises(ValueError, match="advantage_eps"):
+        TrainConfig(advantage_eps=0.0)
+
+
 def test_content_rollout_joins_the_baseline_when_enabled():
     rewards = torch.tensor([1.0, 1.0, 0.0])
     modes = torch.tensor([TOKEN, TOKEN, CONTENT])

@@ -94,6 +94,9 @@ def train(
     seed: int = typer.Option(0),
     reward: str = typer.Option("accuracy", help="accuracy | mc | numeric | rouge | regression | dense"),
     kl_coef: float = typer.Option(0.0),
+    advantage_eps: float = typer.Option(
+        1e-4, help="ε in A = (R − mean)/(std + ε); ~0.05 keeps near-constant dense-reward groups quiet"
+    ),
     checkpoint_every: int = typer.Option(50),
     val_every: int = typer.Option(50),
     val_ratios: str = typer.Option("0.25,0.1", help="comma-separated validation ratios"),
@@ -136,6 +139,7 @@ def train(
             seed=seed,
             reward=reward,
             kl_coef=kl_coef,
+            advantage_eps=advantage_eps,
             checkpoint_every=checkpoint_every,
             val_every=val_every,
             val_ratios=_parse_ratios(val_ratios),

@@ -53,6 +53,11 @@ class TrainConfig:
     # Dual-clip floor c·A on negative-advantage terms (None: method.md's surrogate exactly). A
     # deliberate addition: without it one item's loss reached 1e10 and then NaN at lr 8e-4.
     dual_clip: float | None = 3.0
+    # ε in A = (R − mean)/(std + ε). method.md's 1e-4 suits 0/1 rewards (a group that is all right or
+    # all wrong has std 0 and A = 0). With the dense reward a group whose probabilities differ by
+    # 0.001 gets advantages of ±1 all the same, pure noise at full strength; an ε near the reward's
+    # meaningful spread (e.g. 0.05) keeps such items quiet.
+    advantage_eps: float = 1e-4
     kl_coef: float = 0.0
     seed: int = 0
     epochs: int = 1
@@ -84,6 +89,8 @@ class TrainConfig:
             raise ValueError("clip_low must be in [0, 1) and clip_high >= 0")
         if self.dual_clip is not None and not self.dual_clip > 1:
             raise ValueError(f"dual_clip must be > 1 (or None), got {self.dual_clip}")
+        if not self.advantage_eps > 0:
+            raise ValueError(f"advantage_eps must be > 0, got {self.advantage_eps}")
         if any(not 0 < r <= 1 for r in self.val_ratios):
             raise ValueError(f"val_ratios must be in (0, 1], got {self.val_ratios}")
         self.sampling()  # validates the sampling knobs early

@@ -83,7 +83,9 @@ class PolicyUpdater:
                 )
             if not bool(torch.isfinite(rewards).all()):
                 raise ValueError("reward function returned NaN or inf")
-            adv = group_advantages(rewards, ro.modes, content_baseline=c.content_baseline)
+            adv = group_advantages(
+                rewards, ro.modes, content_baseline=c.content_baseline, eps=c.advantage_eps
+            )
             memory = memory.append(ro.masks, ro.frames, ro.modes, adv)
             out = self.policy(prompt)
             lo = policy_loss(
