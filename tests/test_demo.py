@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from typer.testing import CliRunner
@@ -30,4 +31,5 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
     assert (tmp_path / "report.md").is_file()
     # the policy and the selection settings tuned for it are saved beside the results
     assert (tmp_path / "policy" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "policy" / "selection.json").read_text())["fill"] == "score"
+    shipped = json.loads(Path("src/cacovid/policy/shipped/toy/selection.json").read_text())
+    assert json.loads((tmp_path / "policy" / "selection.json").read_text()) == shipped

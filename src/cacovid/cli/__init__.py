@@ -17,7 +17,7 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from cacovid.cli import demo, toy, train, world
+    from cacovid.cli import demo, toy, train, tune, world
     from cacovid.cli import eval as eval_cli
 
     app.command("demo")(demo.demo_command)
@@ -26,6 +26,7 @@ def _mount() -> None:
     app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
     app.command("eval")(eval_cli.eval_command)
     app.command("report")(eval_cli.report_command)
+    app.command("tune-selection")(tune.tune_selection_command)
 
 
 _mount()

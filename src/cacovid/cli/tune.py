@@ -1,0 +1,65 @@
+"""`cacovid tune-selection`: choose a policy's α / cap / fill on validation items, save selection.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def tune_selection_command(
+    policy: Path = typer.Option(..., help="Saved CaCoVID policy folder; selection.json is written here."),
+    model: str = typer.Option("toy", help="Video LLM the policy was trained for."),
+    data: str = typer.Option("synthetic", help='"synthetic" or a Video-R1 JSON file of validation items.'),
+    world: str = typer.Option(None, help="Synthetic world overrides KEY=VALUE[,KEY=VALUE…]."),
+    split: str = typer.Option("val", help="Synthetic split (never tune on the test split)."),
+    n: int = typer.Option(90, min=1, help="Validation items."),
+    ratios: str = typer.Option("0.1", help="Comma list of retention ratios to tune for (mean accuracy)."),
+    write: bool = typer.Option(True, "--write/--dry-run", help="Write selection.json (else only print)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Try α ∈ {0.5, 0.75, 1}, cap ∈ {1.5·ρ, none}, fill ∈ {even, score}; keep the most accurate."""
+    import torch
+
+    from cacovid.cli.train import load_items
+    from cacovid.models import load_video_llm
+    from cacovid.policy import CaCoVIDPolicy
+    from cacovid.policy.tuning import tune_selection, write_selection
+
+    if data == "synthetic" and split == "test":
+        raise typer.BadParameter(
+            "tuning on the test split would leak into the reported results", param_hint="--split"
+        )
+    try:
+        ratio_list = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected numbers separated by commas, got {ratios!r}", param_hint="--ratios"
+        ) from None
+    if not policy.is_dir():
+        raise typer.BadParameter(f"{policy} is not a policy folder", param_hint="--policy")
+    adapter = load_video_llm(model, device=device)
+    pol = CaCoVIDPolicy.from_pretrained(policy, host=adapter).to(adapter.device)
+    items = list(load_items(data, world, split, n)[0])
+    with torch.inference_mode():
+        prompts = [adapter.encode_item(it) for it in items]
+    best, table = tune_selection(adapter, pol, prompts, items, ratio_list)
+    for row in table:
+        cap = "1.5ρ" if row["cap"] is None else row["cap"]
+        rec = "–" if row["evidence_recall"] is None else f"{row['evidence_recall']:.3f}"
+        typer.echo(
+            f"alpha {row['alpha']:<5} cap {cap!s:<5} fill {row['fill']:<6} "
+            f"acc {row['accuracy']:.3f} recall {rec}"
+        )
+    typer.echo(f"best: {best}")
+    if write:
+        chosen = next(
+            r
+            for r in table
+            if r["alpha"] == best["alpha"] and r["fill"] == best["fill"] and r["cap"] == best.get("cap")
+        )
+        note = (
+            f"chosen by `cacovid tune-selection` on {len(items)} {split} items at ratios {ratio_list}: "
+            f"accuracy {chosen['accuracy']:.3f}, evidence recall {chosen['evidence_recall']}"
+        )
+        typer.echo(f"wrote {write_selection(policy, best, note)}")

@@ -1,0 +1,82 @@
+"""Choose a trained policy's inference settings (α, cap, fill; method.md §3) on validation items.
+
+method.md's defaults (α = 0.5, c = 1.5·ρ, even fill) are a reasonable start for any policy, but the
+best split between the importance share and the fill depends on how good the policy's scores are: a
+sharp policy wants α near 1, a weak one wants more fill. The choice is made on validation data, never
+on the test split, and saved as `selection.json` beside the policy, which evaluation reads
+(`cacovid.evaluate.methods.selection_options`), so a shipped policy is run the way it was tuned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cacovid.policy.select import FILL_RULES
+from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.train.validation import validate_selector
+from cacovid.types import EncodedPrompt, QAItem
+
+if TYPE_CHECKING:
+    from cacovid.models.base import VideoLLM
+    from cacovid.policy.network import CaCoVIDPolicy
+
+__all__ = ["DEFAULT_ALPHAS", "DEFAULT_CAPS", "tune_selection", "write_selection"]
+
+DEFAULT_ALPHAS: tuple[float, ...] = (0.5, 0.75, 1.0)
+# None is method.md's c = 1.5·ρ; 1.0 lets a frame take as much of the importance share as its score asks.
+DEFAULT_CAPS: tuple[float | None, ...] = (None, 1.0)
+
+
+def tune_selection(
+    adapter: VideoLLM,
+    policy: CaCoVIDPolicy,
+    prompts: Sequence[EncodedPrompt],
+    items: Sequence[QAItem],
+    ratios: Sequence[float],
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    caps: Sequence[float | None] = DEFAULT_CAPS,
+    fills: Sequence[str] = FILL_RULES,
+    batch_size: int = 16,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(best options, one row per setting) by mean accuracy over `ratios`, ties broken by recall.
+
+    α = 1 leaves nothing to fill, so it is tried with one fill rule only.
+    """
+    if not prompts or len(prompts) != len(items):
+        raise ValueError(f"need matching, non-empty prompts and items, got {len(prompts)} and {len(items)}")
+    if not ratios or any(not 0 < r <= 1 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty list in (0, 1], got {list(ratios)}")
+    table: list[dict[str, Any]] = []
+    for alpha, cap, fill in itertools.product(alphas, caps, fills):
+        if alpha == 1.0 and fill != fills[0]:
+            continue
+        selector = CaCoVIDSelector(policy, alpha=alpha, cap=cap, fill=fill)
+        rows = validate_selector(adapter, selector, prompts, items, ratios, batch_size=batch_size)
+        row: dict[str, Any] = {"alpha": alpha, "cap": cap, "fill": fill}
+        row["accuracy"] = sum(r["accuracy"] for r in rows) / len(rows)
+        recalls = [r["evidence_recall"] for r in rows if "evidence_recall" in r]
+        row["evidence_recall"] = sum(recalls) / len(recalls) if recalls else None
+        row["per_ratio"] = rows
+        table.append(row)
+    best = max(table, key=lambda r: (r["accuracy"], r["evidence_recall"] or 0.0))
+    options = {"alpha": best["alpha"], "fill": best["fill"]}
+    if best["cap"] is not None:
+        options["cap"] = best["cap"]
+    return options, table
+
+
+def write_selection(policy_dir: str | Path, options: dict[str, Any], note: str) -> Path:
+    """Write `selection.json` (alpha, optional cap, fill, note) beside a saved policy."""
+    path = Path(policy_dir) / "selection.json"
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"policy folder {path.parent} does not exist")
+    unknown = set(options) - {"alpha", "cap", "fill"}
+    if unknown:
+        raise ValueError(f"unknown selection options {sorted(unknown)}")
+    path.write_text(json.dumps({**options, "note": note}, indent=2) + "\n")
+    return path
