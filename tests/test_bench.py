@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cacovid.selectors.registry import available_selectors
 
@@ -113,3 +114,34 @@ def test_reward_variance_rows(llava_llm, capsys):
         assert s["ms_per_iteration"] is not None and s["ms_per_iteration"] > 0
     out = capsys.readouterr().out
     assert "synthetic:train:0" in out and "0-var groups" in out
+
+
+def test_gradient_alignment_rows(llava_llm, capsys):
+    mod = _bench("gradient_alignment")
+    argv = ["--items", "2", "--start", "0", "--group-size", "8", "--world", WORLD]
+    argv += ["--ratios", "0.12", "--rewards", "dense", "--eps", "0.0001,0.05"]
+    result = mod.main(argv, adapter=llava_llm)
+    assert 1 <= result["items"] <= 2 and result["policy"] == "untrained"
+    assert [(r["ratio"], r["reward"], r["eps"]) for r in result["rows"]] == [
+        (0.12, "dense", 0.0001),
+        (0.12, "dense", 0.05),
+    ]
+    assert all(-1.0 <= r["cosine"] <= 1.0 for r in result["rows"])
+    assert "RL gradient vs evidence gradient" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_gradient_alignment_sign_follows_a_reward_that_is_the_evidence(llava_llm, monkeypatch, sign):
+    # With a reward that *is* (minus) the kept share of the evidence, the RL gradient must point (against)
+    # along the evidence gradient: a sign error in either would flip the cosine.
+    import cacovid.train.rewards as rewards
+
+    def evidence_reward(adapter, rows, item):
+        return torch.stack([sign * (keep & prompt.evidence_mask).float().sum() for prompt, keep, _ in rows])
+
+    monkeypatch.setattr(rewards, "rollout_reward", lambda name: evidence_reward)
+    mod = _bench("gradient_alignment")
+    argv = ["--items", "6", "--start", "0", "--group-size", "32", "--world", WORLD]
+    argv += ["--ratios", "0.12", "--rewards", "dense", "--eps", "0.0001"]
+    result = mod.main(argv, adapter=llava_llm)
+    assert sign * result["rows"][0]["cosine"] > 0.0  # exactly antisymmetric: same rollouts, A negated
