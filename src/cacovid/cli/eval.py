@@ -24,7 +24,8 @@ _WORLD_HELP = (
 )
 
 
-def _parse_ratios(text: str) -> list[float]:
+def parse_ratios(text: str) -> list[float]:
+    """Comma-separated retention ratios, each in (0, 1]; a clear --ratios error otherwise."""
     try:
         ratios = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -150,7 +151,7 @@ def eval_command(
     from cacovid.models import load_video_llm
 
     console = Console()
-    ratio_list = _parse_ratios(ratios)
+    ratio_list = parse_ratios(ratios)
     try:
         names = parse_methods(methods, references=references, policy=policy is not None)
     except ValueError as exc:

@@ -21,6 +21,7 @@ def tune_selection_command(
     """Try α ∈ {0.5, 0.75, 1}, cap ∈ {1.5·ρ, none}, fill ∈ {even, score}; keep the most accurate."""
     import torch
 
+    from cacovid.cli.eval import parse_ratios
     from cacovid.cli.train import load_items
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
@@ -30,12 +31,7 @@ def tune_selection_command(
         raise typer.BadParameter(
             "tuning on the test split would leak into the reported results", param_hint="--split"
         )
-    try:
-        ratio_list = [float(r) for r in ratios.split(",") if r.strip()]
-    except ValueError:
-        raise typer.BadParameter(
-            f"expected numbers separated by commas, got {ratios!r}", param_hint="--ratios"
-        ) from None
+    ratio_list = parse_ratios(ratios)
     if not policy.is_dir():
         raise typer.BadParameter(f"{policy} is not a policy folder", param_hint="--policy")
     adapter = load_video_llm(model, device=device)
