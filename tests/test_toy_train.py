@@ -260,3 +260,21 @@ def test_sample_keep_object_mode_keeps_whole_objects_per_frame():
             shown = [bool(c.any()) for c in per_frame if c.numel()]
             partial_video |= any(shown) and not all(shown)
     assert partial_video  # some object is kept in some frames only
+
+
+def test_sample_keep_without_the_options_draws_what_it_drew_before():
+    # The robustness options draw from the generator only when switched on, so a run without them
+    # (and a resumed older run) keeps the old random stream: evidence + `share` of the rest.
+    import numpy as np
+
+    from cacovid.toy.train import sample_keep
+
+    cfg = ToyTrainConfig(full_keep_prob=0.0)
+    for it in _world_items(3):
+        gen, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        keep = sample_keep(it, cfg, gen)
+        torch.rand((), generator=ref)  # the full-keep draw
+        ev = torch.from_numpy(np.ascontiguousarray(it.evidence)).reshape(-1)
+        share = torch.rand((), generator=ref).item() * cfg.other_keep_max
+        assert torch.equal(keep, (torch.rand(ev.shape, generator=ref) < share) | ev)
+        assert torch.equal(gen.get_state(), ref.get_state())

@@ -285,7 +285,12 @@ def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torc
     keep = torch.rand(ev.shape, generator=gen) < share
     objects = item.meta.get("objects") if item.meta else None
     cells = torch.from_numpy(np.asarray(item.meta["token_object"]).reshape(-1)) if objects else None
-    if cells is not None and torch.rand((), generator=gen).item() < cfg.object_keep_prob:
+    # Each option draws only when it is on, so runs without them keep their old random stream.
+    if (
+        cells is not None
+        and cfg.object_keep_prob > 0
+        and torch.rand((), generator=gen).item() < cfg.object_keep_prob
+    ):
         T = int(np.asarray(item.meta["token_object"]).shape[0])
         frame_of = torch.arange(ev.numel()) // (ev.numel() // T)
         keep = torch.rand(ev.shape, generator=gen) < share * 0.5  # scattered background
@@ -295,7 +300,11 @@ def sample_keep(item: QAItem, cfg: ToyTrainConfig, gen: torch.Generator) -> torc
             frames = torch.rand(T, generator=gen) < torch.rand((), generator=gen).item()
             keep |= (cells == k) & frames[frame_of]
     ev_kept = ev.clone()
-    if cells is not None and torch.rand((), generator=gen).item() < cfg.evidence_drop_prob:
+    if (
+        cells is not None
+        and cfg.evidence_drop_prob > 0
+        and torch.rand((), generator=gen).item() < cfg.evidence_drop_prob
+    ):
         drop = torch.rand((), generator=gen).item() * cfg.evidence_drop_max
         ev_kept &= torch.rand(ev.shape, generator=gen) >= drop
         for k, o in enumerate(objects, start=1):  # every target keeps at least one cell
