@@ -1,15 +1,22 @@
 """How much of CaCoVID's policy gradient points where the evidence is, per training setting.
 
-The synthetic world knows which tokens carry the answer, so it knows the direction a perfect teacher
-would move the token head: the gradient of a (class-balanced) cross-entropy between token scores and
-the evidence mask. For K items that survive the blind filter, each setting (training retention r,
-reward, advantage ε) draws one iteration of G rollouts exactly as `PolicyUpdater.train_prompt`
-does, scores them with the frozen model and takes the policy-loss gradient on the token head and
-norm. Reported: the cosine between the items' summed RL gradient and their summed evidence gradient.
-A setting near 0 (or below) spends its rollouts on something other than finding the evidence; near 1
-it learns what a supervised teacher would teach, per item. Measured with the policy you pass (the
-answer changes as training goes: what is informative for an untrained policy differs from what is
-informative for a half-trained one).
+The synthetic world knows which tokens carry the answer, so it knows the direction a teacher would
+move the token head: the gradient that widens the margin between the mean score of the evidence
+tokens and the mean score of the *hard negatives*, the non-evidence tokens the policy currently
+ranks in its top `--hard-share` (10 %). Those are the tokens that push evidence out of a 10 % budget.
+Background is easy and already ranked low, and a margin over all tokens would mostly measure that.
+The margin is a pure ranking direction: a shift of every score by the same amount leaves it
+unchanged.
+
+For K items that survive the blind filter, each setting (training retention r, reward, advantage ε)
+draws one iteration of G rollouts exactly as `PolicyUpdater.train_prompt` does. The frozen model
+scores them, and the script takes the policy-loss gradient on the token head and norm. Reported: the
+cosine between the items' summed RL descent direction and their summed margin ascent direction.
+- Near 0 (or below): the setting spends its rollouts on something other than ranking the evidence
+  above what competes with it.
+- Near 1: it teaches what a supervised teacher would.
+
+Measured with the policy you pass, since what is informative changes as a policy trains.
 
     .venv/bin/python bench/gradient_alignment.py --policy src/cacovid/policy/shipped/toy --items 80
 """
@@ -24,8 +31,6 @@ from typing import Any
 import benchutil
 import torch
 import torch.nn.functional as F
-
-EVIDENCE_WEIGHT = 20.0  # evidence is ~1-4 % of the tokens: weight it up so both classes count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rewards", default="dense,accuracy", help="rollout rewards to compare")
     ap.add_argument("--eps", default="0.0001,0.05", help="advantage ε values to compare")
     ap.add_argument("--group-size", type=int, default=32)
+    ap.add_argument(
+        "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
@@ -56,14 +64,26 @@ def _flat_grad(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params])
 
 
-def _evidence_gradient(policy, prompts) -> torch.Tensor:
+def _evidence_gradient(policy, prompts, hard_share: float) -> torch.Tensor:
+    """Summed gradient of −(mean evidence score − mean score of the hard negatives).
+
+    Hard negatives: the non-evidence tokens among the current top `hard_share` of scores, the ones
+    that push evidence out of a budget of that size (background is easy and already ranked low; a
+    margin over all non-evidence tokens would mostly measure that).
+    """
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))
     for prompt in prompts:
         policy.zero_grad(set_to_none=True)
-        ev = prompt.evidence_mask.float()
-        weight = torch.where(ev > 0, EVIDENCE_WEIGHT, 1.0)
-        F.binary_cross_entropy_with_logits(policy(prompt).token_scores, ev, weight=weight).backward()
+        ev = prompt.evidence_mask.clone().to(policy.device)  # an inference tensor cannot index in autograd
+        s = policy(prompt).token_scores
+        k = max(1, int(hard_share * s.numel()))
+        hard = torch.zeros_like(ev)
+        hard[s.detach().topk(k).indices] = True
+        hard &= ~ev
+        if not bool(ev.any()) or not bool(hard.any()):
+            continue  # nothing to rank above / below
+        (s[hard].mean() - s[ev].mean()).backward()
         total += _flat_grad(params).cpu()
     return total
 
@@ -125,7 +145,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         raise SystemExit("the blind filter left no items: nothing to measure")
     with torch.inference_mode():
         prompts = [adapter.encode_item(it) for it in items]
-    evidence = _evidence_gradient(policy, prompts)
+    evidence = _evidence_gradient(policy, prompts, args.hard_share)
     rows = []
     settings = itertools.product(
         benchutil.parse_floats(args.ratios),
