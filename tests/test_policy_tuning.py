@@ -31,9 +31,11 @@ def toy():
 def test_tune_selection_tries_the_grid_and_keeps_the_most_accurate(toy):
     adapter, policy, prompts, items = toy
     best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25])
-    # 3 alphas x 2 caps x 2 fills, minus the second fill rule at alpha = 1 (nothing left to fill)
-    assert len(table) == 10
+    # 3 alphas x 2 caps x 2 fills, minus the second fill rule at alpha = 1 (nothing left to fill),
+    # plus alpha = 0 once (score fill; no frame shares, so no cap)
+    assert len(table) == 11
     assert {(r["alpha"], r["fill"]) for r in table if r["alpha"] == 1.0} == {(1.0, "even")}
+    assert [(r["alpha"], r["fill"]) for r in table if r["alpha"] == 0.0] == [(0.0, "score")]
     top = max(r["accuracy"] for r in table)
     chosen = [
         r
@@ -71,5 +73,5 @@ def test_cli_writes_selection_json_and_refuses_the_test_split(tmp_path):
     result = runner.invoke(app, ["tune-selection", "--policy", str(folder), "--n", "3", "--ratios", "0.1"])
     assert result.exit_code == 0, result.output
     saved = json.loads((folder / "selection.json").read_text())
-    assert saved["alpha"] in (0.5, 0.75, 1.0) and saved["fill"] in ("even", "score")
+    assert saved["alpha"] in (0.0, 0.5, 0.75, 1.0) and saved["fill"] in ("even", "score")
     assert "3 val items" in saved["note"]

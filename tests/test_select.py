@@ -135,6 +135,16 @@ def test_alpha_zero_is_even_selection():
     assert torch.equal(a, b)  # scores play no role
 
 
+def test_alpha_zero_with_score_fill_is_the_global_top_k():
+    T, P, ratio = 6, 11, 0.2
+    s, u = _scores(T, P, 5)
+    keep = budgeted_select(s, u, ratio, alpha=0.0, fill="score")
+    top = torch.zeros(T * P, dtype=torch.bool)
+    top[s.reshape(-1).topk(token_budget(T * P, ratio)).indices] = True
+    assert torch.equal(keep, top)
+    assert torch.equal(keep, budgeted_select(s, -u, ratio, alpha=0.0, fill="score"))  # u plays no role
+
+
 def test_flat_scores_accepted_with_frame_count():
     T, P = 3, 7
     s, u = _scores(T, P, 4)

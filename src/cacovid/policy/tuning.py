@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ALPHAS", "DEFAULT_CAPS", "tune_selection", "write_selection"]
 
-DEFAULT_ALPHAS: tuple[float, ...] = (0.5, 0.75, 1.0)
+# α = 0 with the score fill spends the whole budget on the best token scores anywhere, ignoring the
+# frame head: the right choice when the frame head ranks frames worse than the token head does.
+DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)
 # None is method.md's c = 1.5·ρ; 1.0 lets a frame take as much of the importance share as its score asks.
 DEFAULT_CAPS: tuple[float | None, ...] = (None, 1.0)
 
@@ -45,7 +47,8 @@ def tune_selection(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(best options, one row per setting) by mean accuracy over `ratios`, ties broken by recall.
 
-    α = 1 leaves nothing to fill, so it is tried with one fill rule only.
+    α = 1 leaves nothing to fill, so it is tried with one fill rule only; α = 0 leaves no frame
+    shares, so it is tried once, with the score fill (with the even fill it would be policy-free).
     """
     if not prompts or len(prompts) != len(items):
         raise ValueError(f"need matching, non-empty prompts and items, got {len(prompts)} and {len(items)}")
@@ -54,6 +57,8 @@ def tune_selection(
     table: list[dict[str, Any]] = []
     for alpha, cap, fill in itertools.product(alphas, caps, fills):
         if alpha == 1.0 and fill != fills[0]:
+            continue
+        if alpha == 0.0 and (fill != "score" or cap != caps[0]):
             continue
         selector = CaCoVIDSelector(policy, alpha=alpha, cap=cap, fill=fill)
         rows = validate_selector(adapter, selector, prompts, items, ratios, batch_size=batch_size)
