@@ -280,12 +280,18 @@ def test_cli_trains_and_resumes(tmp_path):
         "0.5,0.25",
         "--reward",
         "dense",
+        "--frame-share",
+        "0.5",
+        "--kl-coef",
+        "0.1",
         "--checkpoint-every",
         "1",
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "policy" / "model.safetensors").is_file()
+    recorded = json.loads((out / "train_config.json").read_text())
+    assert (recorded["frame_share"], recorded["kl_coef"]) == (0.5, 0.1)
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]

@@ -88,12 +88,15 @@ def train(
     band_group: int = typer.Option(2, help="band group size g"),
     band_beta: float = typer.Option(2.0, help="band cap β"),
     frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
+    frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
     seed: int = typer.Option(0),
     reward: str = typer.Option("accuracy", help="accuracy | mc | numeric | rouge | regression | dense"),
-    kl_coef: float = typer.Option(0.0),
+    kl_coef: float = typer.Option(
+        0.0, help="weight of KL(π ‖ Bernoulli(0.5)); > 0 keeps keep-probabilities from saturating"
+    ),
     advantage_eps: float = typer.Option(
         1e-4, help="ε in A = (R − mean)/(std + ε); ~0.05 keeps near-constant dense-reward groups quiet"
     ),
@@ -133,6 +136,7 @@ def train(
             band_group=band_group,
             band_beta=band_beta,
             frame_fraction=frame_fraction,
+            frame_share=frame_share,
             lr=lr,
             layer_lr_scale=layer_lr_scale,
             epochs=epochs,
