@@ -145,3 +145,35 @@ def test_gradient_alignment_sign_follows_a_reward_that_is_the_evidence(llava_llm
     argv += ["--ratios", "0.12", "--rewards", "dense", "--eps", "0.0001"]
     result = mod.main(argv, adapter=llava_llm)
     assert sign * result["rows"][0]["cosine"] > 0.0  # exactly antisymmetric: same rollouts, A negated
+
+
+def test_policy_diagnostics_rows(llava_llm, capsys, tmp_path):
+    mod = _bench("policy_diagnostics")
+    path = tmp_path / "diag.json"
+    argv = ["--items", "2", "--world", WORLD, "--ratio", "0.25", "--json", str(path)]
+    result = mod.main(argv, adapter=llava_llm)
+    assert 1 <= result["items"] <= 2 and [r["policy"] for r in result["policies"]] == ["untrained"]
+    row = result["policies"][0]
+    for key in ("recall_top_k", "recall_own", "recall_defaults"):
+        assert 0.0 <= row[key] <= 1.0
+    assert 0.0 <= row["scores"]["evidence"]["mean_sigma"] <= 1.0
+    assert "policy diagnostics" in capsys.readouterr().out and path.is_file()
+
+
+def test_policy_diagnostics_figures_on_known_scores():
+    mod = _bench("policy_diagnostics")
+    T, P = 4, 10
+    ev = torch.zeros(T, P, dtype=torch.bool)
+    ev[1, :3] = True
+    ev[2, 5] = True
+    s = torch.where(ev, 5.0, 0.0) + torch.linspace(0, 1, T * P).reshape(T, P)
+    u = torch.tensor([0.0, 2.0, 1.0, -1.0])
+    out = mod.diagnose(s, u, ev, 0.1, {"defaults": {}, "global": {"alpha": 0.0, "fill": "score"}})
+    assert out["recall_top_k"] == 1.0 and out["recall_global"] == 1.0
+    assert out["token_auc_in_evidence_frames"] == 1.0 and out["frame_auc"] == 1.0
+    flipped = mod.diagnose(-s, -u, ev, 0.1, {})
+    assert flipped["recall_top_k"] == 0.0 and flipped["frame_auc"] == 0.0
+    assert flipped["token_auc_in_evidence_frames"] == 0.0
+    assert torch.equal(out["scores"]["hard_negative"], s.reshape(-1)[torch.zeros(0, dtype=torch.long)])
+    with pytest.raises(ValueError, match="no evidence"):
+        mod.diagnose(s, u, torch.zeros_like(ev), 0.1, {})
