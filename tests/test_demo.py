@@ -33,3 +33,27 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
     assert (tmp_path / "policy" / "model.safetensors").is_file()
     shipped = json.loads(Path("src/cacovid/policy/shipped/toy/selection.json").read_text())
     assert json.loads((tmp_path / "policy" / "selection.json").read_text()) == shipped
+
+
+def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
+    n = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["demo", "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2"]
+            + ["--ratios", "0.25", "--world", "frames=4,target_frames=1:2", "--no-progress"]
+            + ["--threads", "1"],
+        )
+    finally:
+        torch.set_num_threads(n)
+    assert result.exit_code == 0, result.output
+    recipe = json.loads((tmp_path / "policy-training" / "train_config.json").read_text())
+    assert (recipe["reward"], recipe["kl_coef"], recipe["ratio"], recipe["adapt_ratio"]) == (
+        "dense",
+        0.1,
+        0.06,
+        False,
+    )
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+    assert not (tmp_path / "policy" / "selection.json").exists()  # nothing was tuned for it
+    assert {r["method"] for r in json.loads((tmp_path / "summary.json").read_text())["rows"]} >= {"cacovid"}
