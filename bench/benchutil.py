@@ -156,6 +156,23 @@ def write_json(path: str | Path | None, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
 
 
+def run_script(
+    build_parser: Callable[[], Any],
+    run: Callable[[Any, Any], dict[str, Any]],
+    render: Callable[[dict[str, Any]], Any],
+    argv: Sequence[str] | None,
+    adapter: Any = None,
+) -> dict[str, Any]:
+    """A script's `main`: parse `argv`, run, print its table(s), write `--json`, return the result."""
+    args = build_parser().parse_args(argv)
+    result = run(args, adapter)
+    tables = render(result)
+    for table in tables if isinstance(tables, list | tuple) else [tables]:
+        print_table(table)
+    write_json(args.json, result)
+    return result
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,

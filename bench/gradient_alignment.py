@@ -179,11 +179,7 @@ def render(result: dict[str, Any]):
 
 def main(argv: Sequence[str] | None = None, *, adapter=None) -> dict[str, Any]:
     """Run the benchmark, print the table and return the result."""
-    args = build_parser().parse_args(argv)
-    result = run(args, adapter)
-    benchutil.print_table(render(result))
-    benchutil.write_json(args.json, result)
-    return result
+    return benchutil.run_script(build_parser, run, render, argv, adapter)
 
 
 if __name__ == "__main__":

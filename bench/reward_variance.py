@@ -272,12 +272,7 @@ def _pct(x: float | None) -> float | None:
 
 def main(argv: Sequence[str] | None = None, *, adapter=None) -> dict[str, Any]:
     """Run the benchmark, print both tables and return the result."""
-    args = build_parser().parse_args(argv)
-    result = run(args, adapter)
-    for table in render(result):
-        benchutil.print_table(table)
-    benchutil.write_json(args.json, result)
-    return result
+    return benchutil.run_script(build_parser, run, render, argv, adapter)
 
 
 if __name__ == "__main__":
