@@ -92,6 +92,9 @@ def test_policy_learns_to_rank_rewarded_tokens(sign):
         # last head layer, so a look-alike token can tag along) — from a start of about P/2.
         assert bool((ranks <= 1).all()) and float(ranks.float().mean()) <= 0.5
         assert stats["reward_top"] >= 0.75  # the deterministic top-k rollout keeps them
+        with torch.no_grad():
+            spread = float(policy(prompt).token_scores.std())
+        assert 0.0 < stats["score_std"] <= spread  # logged before the item's last updates
     else:
         assert bool((ranks >= P - 3).all())  # pushed to the bottom of every frame
 

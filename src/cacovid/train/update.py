@@ -135,6 +135,9 @@ class PolicyUpdater:
             "clip_fraction": sum(clip_fracs) / len(clip_fracs),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "step": self.step,
+            # Spread of the item's old token scores: tens or more means the Bernoulli decisions are
+            # saturated and the surrogate has stopped refining the ranking (see --kl-coef).
+            "score_std": float(s_old.float().std()),
         }
         for name, mode in (("token", TOKEN), ("frame", FRAME), ("content", CONTENT)):
             if bool((m == mode).any()):
