@@ -182,7 +182,7 @@ def render(result: dict[str, Any]):
             benchutil.fmt(sc[p]["median"] if p in sc else None) for p in ("evidence", "hard_negative", "rest")
         ]
         table.add_row(
-            "/".join(r["policy"].rstrip("/").split("/")[-2:]),
+            "/".join(r["policy"].rstrip("/").split("/")[-3:]),
             *(benchutil.fmt(r[k]) for k in ("recall_top_k", "recall_own", "recall_defaults")),
             *(benchutil.fmt(r[k]) for k in ("frame_auc", "token_auc_in_evidence_frames")),
             *median,
