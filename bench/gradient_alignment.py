@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rewards", default="dense,accuracy", help="rollout rewards to compare")
     ap.add_argument("--eps", default="0.0001,0.05", help="advantage ε values to compare")
     ap.add_argument("--group-size", type=int, default=32)
+    ap.add_argument("--band-betas", default="2", help="band caps β to compare (method.md default 2)")
+    ap.add_argument("--band-groups", default="2", help="band group sizes g to compare (default 2)")
     ap.add_argument(
         "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"
     )
@@ -88,11 +90,22 @@ def _evidence_gradient(policy, prompts, hard_share: float) -> torch.Tensor:
     return total
 
 
-def _rl_gradient(policy, adapter, prompts, items, ratio: float, reward_fn, eps: float, args) -> torch.Tensor:
+def _rl_gradient(
+    policy,
+    adapter,
+    prompts,
+    items,
+    ratio: float,
+    reward_fn,
+    eps: float,
+    args,
+    beta: float = 2.0,
+    group: int = 2,
+) -> torch.Tensor:
     from cacovid.train.objective import Memory, group_advantages, policy_loss
     from cacovid.train.sampling import SamplingConfig, content_scores, sample_rollouts
 
-    cfg = SamplingConfig(group_size=args.group_size)
+    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group)
     gen = torch.Generator().manual_seed(args.seed)
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))
@@ -151,11 +164,17 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         benchutil.parse_floats(args.ratios),
         benchutil.parse_names(args.rewards),
         benchutil.parse_floats(args.eps),
+        benchutil.parse_floats(args.band_betas),
+        [int(g) for g in benchutil.parse_floats(args.band_groups)],
     )
-    for ratio, reward, eps in settings:
-        grad = _rl_gradient(policy, adapter, prompts, items, ratio, rollout_reward(reward), eps, args)
+    for ratio, reward, eps, beta, group in settings:
+        grad = _rl_gradient(
+            policy, adapter, prompts, items, ratio, rollout_reward(reward), eps, args, beta, group
+        )
         cos = float(F.cosine_similarity(grad, evidence, dim=0)) if grad.norm() > 0 else 0.0
-        rows.append({"ratio": ratio, "reward": reward, "eps": eps, "cosine": cos})
+        rows.append(
+            {"ratio": ratio, "reward": reward, "eps": eps, "beta": beta, "group": group, "cosine": cos}
+        )
     return {
         "policy": args.policy or "untrained",
         "items": len(items),
@@ -170,10 +189,17 @@ def render(result: dict[str, Any]):
     table = Table(
         title=f"RL gradient vs evidence gradient ({result['items']} items, policy {result['policy']})"
     )
-    for col in ("r", "reward", "ε", "cosine"):
+    for col in ("r", "reward", "ε", "β", "g", "cosine"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
-        table.add_row(f"{r['ratio']:g}", r["reward"], f"{r['eps']:g}", f"{r['cosine']:+.3f}")
+        table.add_row(
+            f"{r['ratio']:g}",
+            r["reward"],
+            f"{r['eps']:g}",
+            f"{r['beta']:g}",
+            str(r["group"]),
+            f"{r['cosine']:+.3f}",
+        )
     return table
 
 
