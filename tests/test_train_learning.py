@@ -53,6 +53,21 @@ def _setup(seed: int = 1):
     return policy, prompt, known
 
 
+def _config(**overrides) -> TrainConfig:
+    """A fixed training retention of one token per frame, no warm-up, fast learning rate."""
+    base = dict(
+        group_size=16,
+        ratio=1 / 16,
+        ratio_min=1 / 16,
+        ratio_max=1 / 16,
+        iterations=5,
+        lr=1e-3,
+        warmup_fraction=0.0,
+        seed=0,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
 def _known_ranks(policy: CaCoVIDPolicy, prompt: EncodedPrompt, known: torch.Tensor) -> torch.Tensor:
     """(T,) rank of each frame's known token among its frame (0 = best)."""
     with torch.no_grad():
@@ -67,16 +82,7 @@ def test_policy_learns_to_rank_rewarded_tokens(sign):
     policy, prompt, known = _setup()
     before = _known_ranks(policy, prompt, known)
     assert float(before.float().mean()) > 1.0  # not already solved by chance
-    config = TrainConfig(
-        group_size=16,
-        ratio=1 / 16,
-        ratio_min=1 / 16,
-        ratio_max=1 / 16,
-        iterations=5,
-        lr=1e-3,
-        warmup_fraction=0.0,
-        seed=0,
-    )
+    config = _config()
     items = 40
     updater = PolicyUpdater(policy, config, total_steps=items * config.iterations)
 
@@ -113,17 +119,7 @@ def test_updater_uses_advantage_eps(monkeypatch):
 
     monkeypatch.setattr(update, "group_advantages", spy)
     policy, prompt, known = _setup()
-    config = TrainConfig(
-        group_size=8,
-        ratio=1 / 16,
-        ratio_min=1 / 16,
-        ratio_max=1 / 16,
-        iterations=2,
-        lr=1e-3,
-        warmup_fraction=0.0,
-        seed=0,
-        advantage_eps=0.05,
-    )
+    config = _config(group_size=8, iterations=2, advantage_eps=0.05)
     updater = PolicyUpdater(policy, config, total_steps=2)
     updater.train_prompt(prompt, lambda m: (m & known).float().sum(1))
     assert seen == [0.05, 0.05]
@@ -137,17 +133,7 @@ def test_kl_to_half_keeps_scores_from_saturating():
     def train(kl_coef: float) -> tuple[float, torch.Tensor]:
         torch.manual_seed(0)
         policy, prompt, known = _setup()
-        config = TrainConfig(
-            group_size=16,
-            ratio=1 / 16,
-            ratio_min=1 / 16,
-            ratio_max=1 / 16,
-            iterations=5,
-            lr=1e-3,
-            warmup_fraction=0.0,
-            seed=0,
-            kl_coef=kl_coef,
-        )
+        config = _config(kl_coef=kl_coef)
         updater = PolicyUpdater(policy, config, total_steps=30 * config.iterations)
         for _ in range(30):
             updater.train_prompt(prompt, lambda m: (m & known).float().sum(1) / float(known.sum()))
