@@ -11,16 +11,17 @@ from typer.testing import CliRunner
 from cacovid.cli import app
 
 
-def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
+def _demo(*args: str):
+    """Run `cacovid demo ARGS --no-progress --threads 1`, restoring the caller's torch threads."""
     n = torch.get_num_threads()
     try:
-        result = CliRunner().invoke(
-            app,
-            ["demo", "--out", str(tmp_path), "--n", "3", "--ratios", "0.1", "--no-progress"]
-            + ["--threads", "1"],
-        )
+        return CliRunner().invoke(app, ["demo", *args, "--no-progress", "--threads", "1"])
     finally:
         torch.set_num_threads(n)
+
+
+def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
+    result = _demo("--out", str(tmp_path), "--n", "3", "--ratios", "0.1")
     assert result.exit_code == 0, result.output
     assert "using the shipped policy" in result.output and "CaCoVID vs baselines" in result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -36,16 +37,10 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
 
 
 def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
-    n = torch.get_num_threads()
-    try:
-        result = CliRunner().invoke(
-            app,
-            ["demo", "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2"]
-            + ["--ratios", "0.25", "--world", "frames=4,target_frames=1:2", "--no-progress"]
-            + ["--threads", "1"],
-        )
-    finally:
-        torch.set_num_threads(n)
+    result = _demo(
+        "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2", "--ratios", "0.25",
+        "--world", "frames=4,target_frames=1:2",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     recipe = json.loads((tmp_path / "policy-training" / "train_config.json").read_text())
     assert (recipe["reward"], recipe["kl_coef"], recipe["ratio"], recipe["adapt_ratio"]) == (
