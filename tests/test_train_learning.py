@@ -32,7 +32,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _setup(seed: int = 1):
+def _setup(seed: int = 1, known_tokens: tuple[int, ...] = (3, P + 7, 2 * P + 12, 3 * P)):
     cfg = Qwen2Config(
         hidden_size=D,
         intermediate_size=2 * D,
@@ -47,7 +47,7 @@ def _setup(seed: int = 1):
     emb = torch.randn(L, D, generator=g)
     video_positions = torch.arange(4, 4 + N)
     known = torch.zeros(N, dtype=torch.bool)
-    known[torch.tensor([3, P + 7, 2 * P + 12, 3 * P])] = True  # one per frame
+    known[torch.tensor(known_tokens)] = True  # default: one per frame
     emb[video_positions[known]] += MARKER * torch.randn(D, generator=g)
     prompt = EncodedPrompt(emb, torch.arange(L), torch.ones(L, dtype=torch.long), video_positions, (T, H, W))
     return policy, prompt, known
@@ -145,3 +145,23 @@ def test_kl_to_half_keeps_scores_from_saturating():
     held, ranks = train(1.0)
     assert held < 0.5 * free
     assert float(ranks.float().mean()) <= 2.0  # the known tokens still rise to the top
+
+
+def test_video_scope_ranks_rewarded_tokens_across_frames():
+    # The known tokens sit in two of the four frames. Per-frame bands keep k tokens in every frame,
+    # so they never ask whether frame 2's best token beats frame 0's second; video-wide bands do,
+    # and the global top-4 by s must become exactly the known tokens.
+    torch.manual_seed(0)
+    policy, prompt, known = _setup(known_tokens=(3, 9, P + 7, P + 12))
+    config = _config(token_scope="video", band_group=4, band_beta=6.0, kl_coef=0.1)
+    updater = PolicyUpdater(policy, config, total_steps=40 * config.iterations)
+
+    def top4() -> set[int]:
+        with torch.no_grad():
+            return set(policy(prompt).token_scores.topk(4).indices.tolist())
+
+    want = set(known.nonzero().squeeze(1).tolist())
+    assert len(top4() & want) <= 2  # not solved by chance
+    for _ in range(40):
+        updater.train_prompt(prompt, lambda m: (m & known).float().sum(1) / float(known.sum()))
+    assert top4() == want

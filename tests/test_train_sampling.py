@@ -93,6 +93,31 @@ def test_first_token_rollout_is_the_per_frame_top_k():
         assert set(first[t].nonzero().squeeze(1).tolist()) == set(torch.topk(s[t], 3).indices.tolist())
 
 
+@pytest.mark.parametrize("T,P,ratio", [(5, 30, 0.1), (16, 49, 0.06), (3, 7, 0.5), (1, 12, 0.25)])
+def test_video_scope_bands_rank_the_whole_video(T, P, ratio):
+    # One ranking over all T·P tokens: the same total T·k, spread over frames as the scores say,
+    # with rollout 1 the global top-(T·k) rather than a per-frame top-k.
+    s, u, x = _inputs(T, P)
+    s[0] += 100.0  # frame 0 outscores every other frame: a global ranking piles into it
+    cfg = SamplingConfig(group_size=24, token_scope="video", band_beta=6.0, band_group=4)
+    ro = sample_rollouts(s, u, x, ratio, cfg, torch.Generator().manual_seed(3))
+    k = per_frame_budget(ratio, P)
+    assert bool((ro.masks.sum(1) == T * k).all())
+    tok = ro.masks[ro.modes == TOKEN]
+    first = set(tok[0].nonzero().squeeze(1).tolist())
+    assert first == set(torch.topk(s.reshape(-1), T * k).indices.tolist())
+    if T > 1 and k < P:
+        per_frame = tok.reshape(-1, T, P).sum(-1)
+        assert int(per_frame[0, 0]) == min(P, T * k) and bool((per_frame != k).any())
+        frame_scope = sample_rollouts(s, u, x, ratio, SamplingConfig(group_size=24), torch.Generator())
+        assert bool((frame_scope.masks[frame_scope.modes == TOKEN].reshape(-1, T, P).sum(-1) == k).all())
+
+
+def test_token_scope_is_validated():
+    with pytest.raises(ValueError, match="token_scope"):
+        SamplingConfig(token_scope="clip")
+
+
 def test_first_frame_rollout_takes_the_top_frames_and_density_peaks():
     T, P = 16, 10
     s, u, x = _inputs(T, P)

@@ -241,8 +241,16 @@ def test_config_validation():
         TrainConfig(val_ratios=(0.0,))
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"nope": 1})
+    with pytest.raises(ValueError, match="token_scope"):
+        TrainConfig(token_scope="clip")
     cfg = TrainConfig(val_ratios=[0.3])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_trainer_rejects_bad_validation_selection(llava_llm, world_items, tmp_path):
+    items, vals = world_items
+    with pytest.raises(ValueError, match="alpha"):
+        _trainer(llava_llm, items, vals, tmp_path, val_selection={"alpha": 2.0})
 
 
 def test_cli_trains_and_resumes(tmp_path):
@@ -284,6 +292,8 @@ def test_cli_trains_and_resumes(tmp_path):
         "0.5",
         "--kl-coef",
         "0.1",
+        "--token-scope",
+        "video",
         "--checkpoint-every",
         "1",
     ]
@@ -291,10 +301,20 @@ def test_cli_trains_and_resumes(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "policy" / "model.safetensors").is_file()
     recorded = json.loads((out / "train_config.json").read_text())
-    assert (recorded["frame_share"], recorded["kl_coef"]) == (0.5, 0.1)
+    assert (recorded["frame_share"], recorded["kl_coef"], recorded["token_scope"]) == (0.5, 0.1, "video")
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]
+    assert all(v["selection"] == {} for v in val)  # no --init-policy: method.md's defaults
+    # Continuing from a policy validates with the selection it ships with (its selection.json).
+    (out / "policy" / "selection.json").write_text(json.dumps({"alpha": 0.0, "fill": "score", "note": "x"}))
+    more = [*args[: args.index("--out")], "--out", str(tmp_path / "more"), *args[args.index("--out") + 2 :]]
+    res = CliRunner().invoke(app, [*more, "--init-policy", str(out / "policy")])
+    assert res.exit_code == 0, res.output
+    val = _events(tmp_path / "more" / "log.jsonl", "val")
+    assert val and all(v["selection"] == {"alpha": 0.0, "fill": "score"} for v in val)
+    bad = CliRunner().invoke(app, [*more, "--val-selection", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and "missing" in bad.output
     again = CliRunner().invoke(app, args)  # resumes a finished run: nothing left to train
     assert again.exit_code == 0, again.output
     assert len(_events(out / "log.jsonl", "item")) == 2

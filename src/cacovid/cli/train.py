@@ -46,6 +46,20 @@ def _parse_ratios(text: str) -> tuple[float, ...]:
     return vals
 
 
+def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
+    """Selection options for validation: a policy folder's selection.json, or method.md's defaults."""
+    from cacovid.evaluate.methods import selection_options
+
+    if val_selection == "defaults":
+        return {}
+    source = val_selection or init_policy
+    if source is None:
+        return {}
+    if not Path(source).is_dir():
+        raise typer.BadParameter(f"--val-selection: policy folder {source} does not exist")
+    return selection_options(source)
+
+
 def load_items(
     data: str, world: str | None, split: str, n_items: int | None, start: int = 0
 ) -> tuple[Sequence[QAItem], dict | None]:
@@ -79,6 +93,11 @@ def train(
     out: str = typer.Option("runs/cacovid", help="output directory"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint"),
     init_policy: str = typer.Option(None, help="start from a saved policy instead of a fresh one"),
+    val_selection: str = typer.Option(
+        None,
+        help="policy folder whose selection.json validation uses (default: --init-policy's; "
+        "'defaults': method.md's α 0.5, even fill)",
+    ),
     group_size: int = typer.Option(32, help="rollouts G per iteration"),
     ratio: float = typer.Option(0.02, help="initial training retention r"),
     ratio_min: float = typer.Option(0.01),
@@ -89,6 +108,9 @@ def train(
     band_beta: float = typer.Option(2.0, help="band cap β"),
     frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
     frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
+    token_scope: str = typer.Option(
+        "frame", help="token-mode rank bands per 'frame' (method.md) or over the whole 'video'"
+    ),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
@@ -137,6 +159,7 @@ def train(
             band_beta=band_beta,
             frame_fraction=frame_fraction,
             frame_share=frame_share,
+            token_scope=token_scope,
             lr=lr,
             layer_lr_scale=layer_lr_scale,
             epochs=epochs,
@@ -170,7 +193,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if world_cfg is not None:
         (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
-    trainer = Trainer(llm, policy, config, train_items, vals, out, resume=resume, progress=progress)
+    selection = _validation_selection(val_selection, init_policy)
+    trainer = Trainer(
+        llm, policy, config, train_items, vals, out, resume=resume, progress=progress, val_selection=selection
+    )
     summary = trainer.fit()
     table = Table(title=f"CaCoVID training — {out}")
     table.add_column("ratio")

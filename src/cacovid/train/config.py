@@ -17,7 +17,8 @@ class TrainConfig:
     Rollouts: `group_size` G per iteration, training retention `ratio` r adapted within
     [`ratio_min`, `ratio_max`] (halved when the mean token-mode reward ≥ `adapt_high`, doubled when ≤
     `adapt_low`), `iterations` I per item, band group `band_group` g and cap `band_beta` β, frame
-    fraction `frame_fraction` f, `frame_share` of rollouts in frame mode, one content rollout
+    fraction `frame_fraction` f, `frame_share` of rollouts in frame mode, token-mode bands per frame
+    or over the whole video (`token_scope`, see `SamplingConfig`), one content rollout
     (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
@@ -40,6 +41,7 @@ class TrainConfig:
     band_beta: float = 2.0
     frame_fraction: float = 0.125
     frame_share: float = 0.25
+    token_scope: str = "frame"
     content_rollout: bool = True
     content_baseline: bool = True
     lr: float = 1e-4
@@ -103,6 +105,7 @@ class TrainConfig:
             band_group=self.band_group,
             band_beta=self.band_beta,
             frame_fraction=self.frame_fraction,
+            token_scope=self.token_scope,
         )
 
     def to_dict(self) -> dict[str, Any]:

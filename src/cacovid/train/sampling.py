@@ -28,6 +28,7 @@ from cacovid.ops.topk import topk_rows_mask
 
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
+TOKEN_SCOPES = ("frame", "video")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class SamplingConfig:
     - `frame_fraction` f: ⌈T·f⌉ frames per frame-mode rollout; `frame_floor` / `frame_cap`: frame
       probabilities clamped to [floor, cap] × uniform.
     - `dpc_neighbors`: k of the density-peak kNN density.
+    - `token_scope`: "frame" (method.md: rank bands inside every frame, k tokens per frame) or
+      "video" (one ranking over all N tokens, T·k tokens anywhere). Per-frame bands never compare a
+      token of one frame with a token of another: in a frame without evidence every choice earns the
+      same reward, so nothing teaches its tokens to score below another frame's evidence, which is
+      exactly the comparison a global top-K selection (α = 0) makes. Video-wide bands train it.
     """
 
     group_size: int = 32
@@ -55,6 +61,7 @@ class SamplingConfig:
     frame_floor: float = 0.5
     frame_cap: float = 4.0
     dpc_neighbors: int = 4
+    token_scope: str = "frame"
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -74,6 +81,8 @@ class SamplingConfig:
             raise ValueError("frame_floor must be in [0, 1] and frame_cap >= 1")
         if self.dpc_neighbors < 1:
             raise ValueError("dpc_neighbors must be >= 1")
+        if self.token_scope not in TOKEN_SCOPES:
+            raise ValueError(f"token_scope must be one of {TOKEN_SCOPES}, got {self.token_scope!r}")
 
     def mode_counts(self) -> tuple[int, int, int]:
         """(token, frame, content) rollout counts; token mode always gets at least one."""
@@ -294,7 +303,12 @@ def sample_rollouts(
     k = per_frame_budget(ratio, P)
     kept = T * k
     n_tok, n_frame, n_content = config.mode_counts()
-    tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
+    if config.token_scope == "video":
+        # The whole video as one "frame" of N tokens: bands over the global ranking, T·k kept.
+        tok = token_mode(token_scores.reshape(1, T * P), kept, n_tok, ratio, config, generator)
+        tok = tok.reshape(n_tok, T, P)
+    else:
+        tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
     fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)
     parts = [tok, fr_masks]
     frames = [torch.ones(n_tok, T, dtype=torch.bool), fr_frames.cpu()]

@@ -5,7 +5,8 @@ I iterations of (G rollouts from the old scores → **one batched adapter call**
 optimiser step on the item's memory). Around that the trainer:
 - drops items the frozen model answers correctly blind (no video tokens) before training;
 - logs one JSON line per item (rewards per mode, top-k reward, r, loss, lr) and per validation;
-- validates with `CaCoVIDSelector` at several ratios every `val_every` items and at the end;
+- validates with `CaCoVIDSelector` (given selection options) at several ratios every `val_every`
+  items and at the end;
 - checkpoints every `checkpoint_every` items and resumes exactly (weights identical to an
   uninterrupted run): policy, optimiser, scheduler, RNG, data position, r and the log length.
 """
@@ -64,6 +65,7 @@ class Trainer:
         reward_fn: RolloutReward | None = None,
         resume: bool = True,
         progress: bool = True,
+        val_selection: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(policy, CaCoVIDPolicy):
             raise ValueError(f"policy must be a CaCoVIDPolicy, got {type(policy).__name__}")
@@ -78,6 +80,10 @@ class Trainer:
         self.reward_fn = reward_fn or rollout_reward(config.reward, config.max_new_tokens)
         self.resume = resume
         self.show_progress = progress
+        # Validation runs the selection the policy will be used with (e.g. the `selection.json` of
+        # the policy training started from), so the logged accuracy is the one that matters.
+        self.val_selection = dict(val_selection or {})
+        CaCoVIDSelector(policy, **self.val_selection)  # unknown or invalid options fail here, not later
         self.kept: list[int] = []
         self.updater: PolicyUpdater | None = None
         self.epoch = 0
@@ -169,7 +175,7 @@ class Trainer:
             items = list(self.val_items)
             self._val = (items, [self.adapter.encode_item(it) for it in items])
         items, prompts = self._val
-        selector = CaCoVIDSelector(self.policy)
+        selector = CaCoVIDSelector(self.policy, **self.val_selection)
         rows = validate_selector(
             self.adapter,
             selector,
@@ -180,7 +186,7 @@ class Trainer:
             max_new_tokens=self.config.max_new_tokens,
         )
         for row in rows:
-            self._log({"event": "val", "items_done": self.items_done, **row})
+            self._log({"event": "val", "items_done": self.items_done, **row, "selection": self.val_selection})
         return rows
 
     def checkpoint(self) -> Path:
