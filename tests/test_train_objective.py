@@ -145,6 +145,27 @@ def test_gradient_raises_probability_of_rewarded_decisions():
     assert float(fgrad[2]) > 0 and float(fgrad[0]) < 0  # chosen in a bad rollout → less likely
 
 
+def test_frame_token_credit_lets_frame_rollouts_train_the_token_scores():
+    # Frame-mode rollouts: one good (kept tokens 0, 1 in frame 0), one bad (tokens 4, 5 in frame 2).
+    mem = _memory(
+        [[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]],
+        [[1, 0, 0], [0, 0, 1]],
+        [FRAME, FRAME],
+        [1.0, -1.0],
+    )
+
+    def score_grad(credit: bool) -> torch.Tensor:
+        logits = torch.zeros(6, 2, requires_grad=True)
+        fl = torch.zeros(3, 2)
+        policy_loss(logits, fl, logits.detach(), fl, mem, frame_token_credit=credit).loss.backward()
+        return logits.grad[:, 1] - logits.grad[:, 0]
+
+    assert bool((score_grad(False) == 0).all())  # method.md's L_tok: token-mode rollouts only
+    g = score_grad(True)
+    assert bool((g[:2] < 0).all()) and bool((g[4:] > 0).all())  # good frame's tokens up, bad one's down
+    assert float(g[2]) == 0.0 and float(g[3]) == 0.0  # dropped in both: the two pushes cancel
+
+
 def test_missing_modes_still_give_a_differentiable_zero():
     logits = torch.zeros(3, 2, requires_grad=True)
     fl = torch.zeros(2, 2, requires_grad=True)

@@ -294,6 +294,7 @@ def test_cli_trains_and_resumes(tmp_path):
         "0.1",
         "--token-scope",
         "video",
+        "--frame-token-credit",
         "--checkpoint-every",
         "1",
     ]
@@ -302,6 +303,7 @@ def test_cli_trains_and_resumes(tmp_path):
     assert (out / "policy" / "model.safetensors").is_file()
     recorded = json.loads((out / "train_config.json").read_text())
     assert (recorded["frame_share"], recorded["kl_coef"], recorded["token_scope"]) == (0.5, 0.1, "video")
+    assert recorded["frame_token_credit"] is True
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]

@@ -111,6 +111,11 @@ def train(
     token_scope: str = typer.Option(
         "frame", help="token-mode rank bands per 'frame' (method.md) or over the whole 'video'"
     ),
+    frame_token_credit: bool = typer.Option(
+        False,
+        "--frame-token-credit/--no-frame-token-credit",
+        help="frame-mode rollouts' token decisions also train the token head",
+    ),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
@@ -160,6 +165,7 @@ def train(
             frame_fraction=frame_fraction,
             frame_share=frame_share,
             token_scope=token_scope,
+            frame_token_credit=frame_token_credit,
             lr=lr,
             layer_lr_scale=layer_lr_scale,
             epochs=epochs,

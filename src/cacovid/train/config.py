@@ -61,6 +61,8 @@ class TrainConfig:
     # meaningful spread (e.g. 0.05) keeps such items quiet.
     advantage_eps: float = 1e-4
     kl_coef: float = 0.0
+    # Token decisions of frame-mode rollouts in L_tok as well (see `objective.policy_loss`).
+    frame_token_credit: bool = False
     seed: int = 0
     epochs: int = 1
     checkpoint_every: int = 50

@@ -132,12 +132,19 @@ def policy_loss(
     clip_high: float = 0.28,
     kl_coef: float = 0.0,
     dual_clip: float | None = None,
+    frame_token_credit: bool = False,
 ) -> LossOutput:
     """L = L_tok + L_frame (+ kl_coef · KL(π ‖ Bernoulli(0.5))) on the whole memory.
 
     `token_logits` (N, 2) and `frame_logits` (T, 2) carry gradients; the old ones are the item's
     scores before its first update. L_tok = −mean_j Σ_i w_ij·surr_ij / Σ_i w_ij over token-mode
     rollouts; L_frame = −mean over frame-mode rollouts and frames of surr.
+
+    With `frame_token_credit` the token decisions of frame-mode rollouts join L_tok too, each with
+    its rollout's frame-group advantage. method.md's "for token i in rollout j" does not restrict j to
+    token mode, and frame-mode rollouts are the only ones whose reward depends on *which frames* get
+    tokens: per-frame token bands keep k tokens in every frame, so they never teach a token of a frame
+    without evidence to score below the evidence of another frame.
     """
     N, T = token_logits.shape[0], frame_logits.shape[0]
     if memory.masks.shape[1:] != (N,) or memory.frames.shape[1:] != (T,):
@@ -148,6 +155,8 @@ def policy_loss(
     zero = token_logits.sum() * 0.0 + frame_logits.sum() * 0.0  # keeps the graph when a mode is absent
     clipped_count, decisions = 0.0, 0
     tok = memory.modes == TOKEN
+    if frame_token_credit:
+        tok = tok | (memory.modes == FRAME)
     token_loss = zero
     if bool(tok.any()):
         m = memory.masks[tok]

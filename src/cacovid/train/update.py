@@ -98,6 +98,7 @@ class PolicyUpdater:
                 clip_high=c.clip_high,
                 kl_coef=c.kl_coef,
                 dual_clip=c.dual_clip,
+                frame_token_credit=c.frame_token_credit,
             )
             if not bool(torch.isfinite(lo.loss)):
                 raise FloatingPointError(
