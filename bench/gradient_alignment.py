@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--band-betas", default="2", help="band caps β to compare (method.md default 2)")
     ap.add_argument("--band-groups", default="2", help="band group sizes g to compare (default 2)")
     ap.add_argument(
+        "--token-scopes", default="frame", help="token-mode band scopes to compare (frame, video)"
+    )
+    ap.add_argument(
+        "--frame-token-credit",
+        default="0",
+        help="compare without (0) and/or with (1) frame-mode token decisions in L_tok, e.g. 0,1",
+    )
+    ap.add_argument(
         "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
@@ -101,11 +109,13 @@ def _rl_gradient(
     args,
     beta: float = 2.0,
     group: int = 2,
+    scope: str = "frame",
+    credit: bool = False,
 ) -> torch.Tensor:
     from cacovid.train.objective import Memory, group_advantages, policy_loss
     from cacovid.train.sampling import SamplingConfig, content_scores, sample_rollouts
 
-    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group)
+    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group, token_scope=scope)
     gen = torch.Generator().manual_seed(args.seed)
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))
@@ -130,7 +140,12 @@ def _rl_gradient(
         policy.zero_grad(set_to_none=True)
         new = policy(prompt)
         policy_loss(
-            new.token_logits, new.frame_logits, old.token_logits, old.frame_logits, memory
+            new.token_logits,
+            new.frame_logits,
+            old.token_logits,
+            old.frame_logits,
+            memory,
+            frame_token_credit=credit,
         ).loss.backward()
         total += _flat_grad(params).cpu()
     return total
@@ -166,14 +181,36 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         benchutil.parse_floats(args.eps),
         benchutil.parse_floats(args.band_betas),
         [int(g) for g in benchutil.parse_floats(args.band_groups)],
+        benchutil.parse_names(args.token_scopes),
+        [bool(int(c)) for c in benchutil.parse_floats(args.frame_token_credit)],
     )
-    for ratio, reward, eps, beta, group in settings:
+    for ratio, reward, eps, beta, group, scope, credit in settings:
         grad = _rl_gradient(
-            policy, adapter, prompts, items, ratio, rollout_reward(reward), eps, args, beta, group
+            policy,
+            adapter,
+            prompts,
+            items,
+            ratio,
+            rollout_reward(reward),
+            eps,
+            args,
+            beta,
+            group,
+            scope,
+            credit,
         )
         cos = float(F.cosine_similarity(grad, evidence, dim=0)) if grad.norm() > 0 else 0.0
         rows.append(
-            {"ratio": ratio, "reward": reward, "eps": eps, "beta": beta, "group": group, "cosine": cos}
+            {
+                "ratio": ratio,
+                "reward": reward,
+                "eps": eps,
+                "beta": beta,
+                "group": group,
+                "scope": scope,
+                "frame_token_credit": credit,
+                "cosine": cos,
+            }
         )
     return {
         "policy": args.policy or "untrained",
@@ -189,7 +226,7 @@ def render(result: dict[str, Any]):
     table = Table(
         title=f"RL gradient vs evidence gradient ({result['items']} items, policy {result['policy']})"
     )
-    for col in ("r", "reward", "ε", "β", "g", "cosine"):
+    for col in ("r", "reward", "ε", "β", "g", "scope", "frame credit", "cosine"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
         table.add_row(
@@ -198,6 +235,8 @@ def render(result: dict[str, Any]):
             f"{r['eps']:g}",
             f"{r['beta']:g}",
             str(r["group"]),
+            r.get("scope", "frame"),
+            "yes" if r.get("frame_token_credit") else "no",
             f"{r['cosine']:+.3f}",
         )
     return table

@@ -7,7 +7,9 @@ Evidence recall at a retention ρ mixes three things, and each has a different f
 - **token ranking**: recall of the global top ⌊ρN⌋ tokens by s (what α = 0 with the score fill keeps),
   and the AUC of evidence against the other tokens inside the frames that hold evidence.
 - **frame ranking**: the AUC of the frame head's u on evidence frames against the others. Selection
-  with α > 0 spends the importance share by u, so a frame head below 0.5 costs recall.
+  with α > 0 spends the importance share by u, so a frame head below 0.5 costs recall. Beside it, the
+  recall of the same top-K taken only inside the evidence frames (what a perfect frame ranking would
+  allow) and the share of hard negatives that sit in frames without evidence.
 The recall of the policy's own selection settings (`selection.json`) and of method.md's defaults is
 printed beside them. The synthetic world knows the evidence, so every figure is exact per item.
 
@@ -81,6 +83,16 @@ def diagnose(
         keep = budgeted_select(s, u, ratio, **options)
         out[f"recall_{name}"] = float((keep & ev_flat).sum()) / n_ev
     ev_frames = ev.any(1)
+    # Which frames the budget goes to vs which tokens inside them: the same global top-K, but only
+    # over the frames that hold evidence (the recall a perfect frame ranking would allow), and the
+    # share of hard negatives that sit in frames without any evidence.
+    in_ev_frames = torch.where(ev_frames.unsqueeze(1), s, torch.full_like(s, -torch.inf)).reshape(-1)
+    top_ev_frames = torch.zeros_like(ev_flat)
+    top_ev_frames[in_ev_frames.topk(min(top.sum().item(), int(ev_frames.sum()) * s.shape[1])).indices] = True
+    out["recall_in_evidence_frames"] = float((top_ev_frames & ev_flat).sum()) / n_ev
+    hard = (top & ~ev_flat).reshape(s.shape)
+    n_hard = int(hard.sum())
+    out["hard_outside_evidence_frames"] = float(hard[~ev_frames].sum()) / n_hard if n_hard else None
     out["frame_auc"] = _auc(u[ev_frames], u[~ev_frames])
     out["token_auc_in_evidence_frames"] = _auc(s[ev], s[ev_frames.unsqueeze(1) & ~ev])
     out["scores"] = {
@@ -173,7 +185,16 @@ def render(result: dict[str, Any]):
     table = Table(
         title=f"policy diagnostics ({result['items']} {result['split']} items, ρ = {result['ratio']:g})"
     )
-    cols = ("policy", "recall top-K", "recall own", "recall defaults", "frame AUC", "token AUC")
+    cols = (
+        "policy",
+        "recall top-K",
+        "recall own",
+        "recall defaults",
+        "recall in ev. frames",
+        "hard neg. outside",
+        "frame AUC",
+        "token AUC",
+    )
     for col in (*cols, "median s: ev", "hard", "rest", "mean σ hard"):
         table.add_column(col, justify="right")
     for r in result["policies"]:
@@ -184,6 +205,7 @@ def render(result: dict[str, Any]):
         table.add_row(
             "/".join(r["policy"].rstrip("/").split("/")[-3:]),
             *(benchutil.fmt(r[k]) for k in ("recall_top_k", "recall_own", "recall_defaults")),
+            *(benchutil.fmt(r[k]) for k in ("recall_in_evidence_frames", "hard_outside_evidence_frames")),
             *(benchutil.fmt(r[k]) for k in ("frame_auc", "token_auc_in_evidence_frames")),
             *median,
             benchutil.fmt(sc["hard_negative"]["mean_sigma"] if "hard_negative" in sc else None, "{:.3f}"),

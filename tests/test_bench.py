@@ -176,5 +176,13 @@ def test_policy_diagnostics_figures_on_known_scores():
     assert flipped["recall_top_k"] == 0.0 and flipped["frame_auc"] == 0.0
     assert flipped["token_auc_in_evidence_frames"] == 0.0
     assert torch.equal(out["scores"]["hard_negative"], s.reshape(-1)[torch.zeros(0, dtype=torch.long)])
+    assert out["recall_in_evidence_frames"] == 1.0 and out["hard_outside_evidence_frames"] is None
+    # A frame without evidence outscoring everything: the top-K misses all evidence, every hard
+    # negative sits outside the evidence frames, and a perfect frame ranking would recover it all.
+    loud = s.clone()
+    loud[3] = 10.0
+    off = mod.diagnose(loud, u, ev, 0.1, {})
+    assert off["recall_top_k"] == 0.0 and off["hard_outside_evidence_frames"] == 1.0
+    assert off["recall_in_evidence_frames"] == 1.0
     with pytest.raises(ValueError, match="no evidence"):
         mod.diagnose(s, u, torch.zeros_like(ev), 0.1, {})
