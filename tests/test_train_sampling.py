@@ -215,6 +215,24 @@ def test_frame_mode_spends_the_budget_in_enough_frames():
     assert bool((masks.reshape(5, -1).sum(1) == 12).all())
 
 
+def test_frame_mode_score_fill_keeps_the_best_tokens_of_the_chosen_frames():
+    T, P = 16, 10
+    s, u, x = _inputs(T, P)
+    cfg = SamplingConfig(group_size=8, frame_fill="score")
+    ro = sample_rollouts(s, u, x, 0.2, cfg, torch.Generator().manual_seed(0))
+    for j in (ro.modes == FRAME).nonzero().squeeze(1).tolist():
+        chosen = ro.frames[j].nonzero().squeeze(1)
+        inside = s[chosen].reshape(-1)
+        want = torch.zeros_like(inside, dtype=torch.bool)
+        want[inside.topk(T * 2).indices] = True
+        assert torch.equal(ro.masks[j].reshape(T, P)[chosen].reshape(-1), want)
+        assert int(ro.masks[j].sum()) == T * 2
+    density = sample_rollouts(s, u, x, 0.2, SamplingConfig(group_size=8), torch.Generator().manual_seed(0))
+    assert torch.equal(density.frames, ro.frames) and not torch.equal(density.masks, ro.masks)
+    with pytest.raises(ValueError, match="frame_fill"):
+        SamplingConfig(frame_fill="random")
+
+
 def test_rejects_bad_inputs():
     s, u, x = _inputs(3, 5)
     cfg = SamplingConfig(group_size=4)

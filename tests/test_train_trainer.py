@@ -295,6 +295,8 @@ def test_cli_trains_and_resumes(tmp_path):
         "--token-scope",
         "video",
         "--frame-token-credit",
+        "--frame-fill",
+        "score",
         "--checkpoint-every",
         "1",
     ]
@@ -303,7 +305,7 @@ def test_cli_trains_and_resumes(tmp_path):
     assert (out / "policy" / "model.safetensors").is_file()
     recorded = json.loads((out / "train_config.json").read_text())
     assert (recorded["frame_share"], recorded["kl_coef"], recorded["token_scope"]) == (0.5, 0.1, "video")
-    assert recorded["frame_token_credit"] is True
+    assert recorded["frame_token_credit"] is True and recorded["frame_fill"] == "score"
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]

@@ -111,6 +111,9 @@ def train(
     token_scope: str = typer.Option(
         "frame", help="token-mode rank bands per 'frame' (method.md) or over the whole 'video'"
     ),
+    frame_fill: str = typer.Option(
+        "density", help="frame-mode fill inside the chosen frames: 'density' (method.md) or 'score'"
+    ),
     frame_token_credit: bool = typer.Option(
         False,
         "--frame-token-credit/--no-frame-token-credit",
@@ -166,6 +169,7 @@ def train(
             frame_share=frame_share,
             token_scope=token_scope,
             frame_token_credit=frame_token_credit,
+            frame_fill=frame_fill,
             lr=lr,
             layer_lr_scale=layer_lr_scale,
             epochs=epochs,

@@ -18,7 +18,8 @@ class TrainConfig:
     [`ratio_min`, `ratio_max`] (halved when the mean token-mode reward ≥ `adapt_high`, doubled when ≤
     `adapt_low`), `iterations` I per item, band group `band_group` g and cap `band_beta` β, frame
     fraction `frame_fraction` f, `frame_share` of rollouts in frame mode, token-mode bands per frame
-    or over the whole video (`token_scope`, see `SamplingConfig`), one content rollout
+    or over the whole video (`token_scope`), frame-mode fill `frame_fill` (see `SamplingConfig`), one
+    content rollout
     (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
@@ -42,6 +43,7 @@ class TrainConfig:
     frame_fraction: float = 0.125
     frame_share: float = 0.25
     token_scope: str = "frame"
+    frame_fill: str = "density"
     content_rollout: bool = True
     content_baseline: bool = True
     lr: float = 1e-4
@@ -108,6 +110,7 @@ class TrainConfig:
             band_beta=self.band_beta,
             frame_fraction=self.frame_fraction,
             token_scope=self.token_scope,
+            frame_fill=self.frame_fill,
         )
 
     def to_dict(self) -> dict[str, Any]:

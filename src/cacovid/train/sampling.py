@@ -29,6 +29,7 @@ from cacovid.ops.topk import topk_rows_mask
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
 TOKEN_SCOPES = ("frame", "video")
+FRAME_FILLS = ("density", "score")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class SamplingConfig:
     - `frame_fraction` f: ⌈T·f⌉ frames per frame-mode rollout; `frame_floor` / `frame_cap`: frame
       probabilities clamped to [floor, cap] × uniform.
     - `dpc_neighbors`: k of the density-peak kNN density.
+    - `frame_fill`: how frame mode spends the budget inside its chosen frames: "density" (method.md:
+      density-peak diversity) or "score" (the best tokens by the policy's s). With "density" a rollout
+      whose frames hold the evidence may still miss it, which blurs the frames' reward contrast.
     - `token_scope`: "frame" (method.md: rank bands inside every frame, k tokens per frame) or
       "video" (one ranking over all N tokens, T·k tokens anywhere). Per-frame bands never compare a
       token of one frame with a token of another: in a frame without evidence every choice earns the
@@ -65,6 +69,7 @@ class SamplingConfig:
     frame_cap: float = 4.0
     dpc_neighbors: int = 4
     token_scope: str = "frame"
+    frame_fill: str = "density"
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -84,6 +89,8 @@ class SamplingConfig:
             raise ValueError("frame_floor must be in [0, 1] and frame_cap >= 1")
         if self.dpc_neighbors < 1:
             raise ValueError("dpc_neighbors must be >= 1")
+        if self.frame_fill not in FRAME_FILLS:
+            raise ValueError(f"frame_fill must be one of {FRAME_FILLS}, got {self.frame_fill!r}")
         if self.token_scope not in TOKEN_SCOPES:
             raise ValueError(f"token_scope must be one of {TOKEN_SCOPES}, got {self.token_scope!r}")
 
@@ -242,12 +249,14 @@ def frame_mode(
     n: int,
     config: SamplingConfig,
     generator: torch.Generator,
+    token_scores: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """n frame-mode rollouts: ((n, T, P) bool token masks, (n, T) bool chosen frames).
 
     Rollout 0 takes the top frames by u; the others draw frames without replacement from the floored
     and capped softmax(u). Inside the chosen frames the `kept` tokens are those with the highest
-    density-peak scores, computed jointly over the chosen frames' features (T, P, D).
+    density-peak scores, computed jointly over the chosen frames' features (T, P, D), or with
+    `config.frame_fill == "score"` the highest `token_scores` (T, P).
     """
     T, P, D = features.shape
     dev = features.device
@@ -263,8 +272,13 @@ def frame_mode(
         frames[1:] = topk_rows_mask(keys, n_f)
     idx = torch.sort(frames.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :n_f]
     idx = torch.sort(idx, dim=1).values  # (n, n_f) chosen frames in time order
-    feats = features[idx].reshape(n, n_f * P, D)
-    scores = dpc_knn_scores_batched(feats, config.dpc_neighbors)  # (n, n_f·P)
+    if config.frame_fill == "score":
+        if token_scores is None or token_scores.shape != (T, P):
+            raise ValueError(f"frame_fill 'score' needs ({T}, {P}) token scores")
+        scores = token_scores.to(dev)[idx].reshape(n, n_f * P)
+    else:
+        feats = features[idx].reshape(n, n_f * P, D)
+        scores = dpc_knn_scores_batched(feats, config.dpc_neighbors)  # (n, n_f·P)
     local = topk_rows_mask(scores, kept).reshape(n, n_f, P)
     masks.scatter_(1, idx.unsqueeze(-1).expand(n, n_f, P), local)
     return masks, frames
@@ -312,7 +326,9 @@ def sample_rollouts(
         tok = tok.reshape(n_tok, T, P)
     else:
         tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
-    fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)
+    fr_masks, fr_frames = frame_mode(
+        frame_scores, features, kept, n_frame, config, generator, token_scores=token_scores
+    )
     parts = [tok, fr_masks]
     frames = [torch.ones(n_tok, T, dtype=torch.bool), fr_frames.cpu()]
     modes = [TOKEN] * n_tok + [FRAME] * n_frame
