@@ -251,6 +251,8 @@ def test_trainer_rejects_bad_validation_selection(llava_llm, world_items, tmp_pa
     items, vals = world_items
     with pytest.raises(ValueError, match="alpha"):
         _trainer(llava_llm, items, vals, tmp_path, val_selection={"alpha": 2.0})
+    with pytest.raises(ValueError, match="unknown validation selection"):
+        _trainer(llava_llm, items, vals, tmp_path, val_selection={"beta": 1.0})
 
 
 def test_cli_trains_and_resumes(tmp_path):
@@ -311,12 +313,16 @@ def test_cli_trains_and_resumes(tmp_path):
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]
     assert all(v["selection"] == {} for v in val)  # no --init-policy: method.md's defaults
     # Continuing from a policy validates with the selection it ships with (its selection.json).
+    assert not (out / "policy" / "selection.json").exists()
     (out / "policy" / "selection.json").write_text(json.dumps({"alpha": 0.0, "fill": "score", "note": "x"}))
     more = [*args[: args.index("--out")], "--out", str(tmp_path / "more"), *args[args.index("--out") + 2 :]]
     res = CliRunner().invoke(app, [*more, "--init-policy", str(out / "policy")])
     assert res.exit_code == 0, res.output
     val = _events(tmp_path / "more" / "log.jsonl", "val")
     assert val and all(v["selection"] == {"alpha": 0.0, "fill": "score"} for v in val)
+    # ... and the policy it saves carries that selection; without one, none is written.
+    saved = json.loads((tmp_path / "more" / "policy" / "selection.json").read_text())
+    assert (saved["alpha"], saved["fill"]) == (0.0, "score") and "inherited" in saved["note"]
     bad = CliRunner().invoke(app, [*more, "--val-selection", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "val-selection" in bad.output
     again = CliRunner().invoke(app, args)  # resumes a finished run: nothing left to train

@@ -19,8 +19,7 @@ class TrainConfig:
     `adapt_low`), `iterations` I per item, band group `band_group` g and cap `band_beta` β, frame
     fraction `frame_fraction` f, `frame_share` of rollouts in frame mode, token-mode bands per frame
     or over the whole video (`token_scope`), frame-mode fill `frame_fill` (see `SamplingConfig`), one
-    content rollout
-    (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
+    content rollout (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
     `min_lr_scale`·lr; gradient clipping `grad_clip`; surrogate clip 1−`clip_low` … 1+`clip_high`;

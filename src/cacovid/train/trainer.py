@@ -23,6 +23,7 @@ import torch
 
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.policy.tuning import write_selection
 from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from cacovid.train.config import TrainConfig
 from cacovid.train.rewards import RolloutReward, rollout_reward
@@ -50,7 +51,8 @@ class Trainer:
 
     `train_items` / `val_items` are sequences of QAItem (indexable; a lazy sequence works).
     `reward_fn` overrides the configured reward (signature of `cacovid.train.rewards.RolloutReward`).
-    Outputs in `out_dir`: `log.jsonl`, `checkpoint/`, and the final policy in `policy/`.
+    Outputs in `out_dir`: `log.jsonl`, `checkpoint/`, and the final policy in `policy/` (with a
+    `selection.json` of `val_selection` when one is given).
     """
 
     def __init__(
@@ -83,7 +85,12 @@ class Trainer:
         # Validation runs the selection the policy will be used with (e.g. the `selection.json` of
         # the policy training started from), so the logged accuracy is the one that matters.
         self.val_selection = dict(val_selection or {})
-        CaCoVIDSelector(policy, **self.val_selection)  # unknown or invalid options fail here, not later
+        unknown = set(self.val_selection) - {"alpha", "cap", "fill"}
+        if unknown:
+            raise ValueError(
+                f"unknown validation selection options {sorted(unknown)} (known: alpha, cap, fill)"
+            )
+        CaCoVIDSelector(policy, **self.val_selection)  # invalid values fail here, not after training
         self.kept: list[int] = []
         self.updater: PolicyUpdater | None = None
         self.epoch = 0
@@ -156,6 +163,13 @@ class Trainer:
                 last_val = self.validate()
             self.checkpoint()
             self.policy.save_pretrained(self.out_dir / POLICY_DIR)
+            if self.val_selection:  # the saved policy runs the way it was validated
+                write_selection(
+                    self.out_dir / POLICY_DIR,
+                    self.val_selection,
+                    "the selection this policy was validated with during training (inherited, not "
+                    "re-tuned: `cacovid tune-selection` chooses again)",
+                )
             self._log({"event": "done", "items_done": self.items_done, "steps": self.updater.step})
         return {
             "finished": finished,
