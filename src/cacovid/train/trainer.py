@@ -23,7 +23,6 @@ import torch
 
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.policy.selector import CaCoVIDSelector
-from cacovid.policy.tuning import write_selection
 from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from cacovid.train.config import TrainConfig
 from cacovid.train.rewards import RolloutReward, rollout_reward
@@ -164,6 +163,8 @@ class Trainer:
             self.checkpoint()
             self.policy.save_pretrained(self.out_dir / POLICY_DIR)
             if self.val_selection:  # the saved policy runs the way it was validated
+                from cacovid.policy.tuning import write_selection  # imports train.validation
+
                 write_selection(
                     self.out_dir / POLICY_DIR,
                     self.val_selection,
