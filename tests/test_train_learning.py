@@ -148,9 +148,10 @@ def test_kl_to_half_keeps_scores_from_saturating():
 
 
 def test_video_scope_ranks_rewarded_tokens_across_frames():
-    # The known tokens sit in two of the four frames. Per-frame bands keep k tokens in every frame,
-    # so they never ask whether frame 2's best token beats frame 0's second; video-wide bands do,
-    # and the global top-4 by s must become exactly the known tokens.
+    # The known tokens sit in two of the four frames, and the rollouts keep tokens anywhere in the
+    # video: the sampler, the objective and the updater together must make the global top-4 by s
+    # exactly the known tokens. (Per-frame bands pass this too: the known tokens share a feature, so
+    # a per-frame ranking of them generalises; the test guards the video-scope path end to end.)
     torch.manual_seed(0)
     policy, prompt, known = _setup(known_tokens=(3, 9, P + 7, P + 12))
     config = _config(token_scope="video", band_group=4, band_beta=6.0, kl_coef=0.1)
