@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare without (0) and/or with (1) frame-mode token decisions in L_tok, e.g. 0,1",
     )
     ap.add_argument(
+        "--token-objectives",
+        default="surrogate",
+        help="token-mode losses to compare: surrogate (method.md), contribution",
+    )
+    ap.add_argument(
         "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
@@ -111,6 +116,7 @@ def _rl_gradient(
     group: int = 2,
     scope: str = "frame",
     credit: bool = False,
+    objective: str = "surrogate",
 ) -> torch.Tensor:
     from cacovid.train.objective import Memory, group_advantages, policy_loss
     from cacovid.train.sampling import SamplingConfig, content_scores, sample_rollouts
@@ -146,6 +152,7 @@ def _rl_gradient(
             old.frame_logits,
             memory,
             frame_token_credit=credit,
+            token_objective=objective,
         ).loss.backward()
         total += _flat_grad(params).cpu()
     return total
@@ -183,8 +190,9 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         [int(g) for g in benchutil.parse_floats(args.band_groups)],
         benchutil.parse_names(args.token_scopes),
         [bool(int(c)) for c in benchutil.parse_floats(args.frame_token_credit)],
+        benchutil.parse_names(args.token_objectives),
     )
-    for ratio, reward, eps, beta, group, scope, credit in settings:
+    for ratio, reward, eps, beta, group, scope, credit, objective in settings:
         grad = _rl_gradient(
             policy,
             adapter,
@@ -198,6 +206,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
             group,
             scope,
             credit,
+            objective,
         )
         cos = float(F.cosine_similarity(grad, evidence, dim=0)) if grad.norm() > 0 else 0.0
         rows.append(
@@ -209,6 +218,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
                 "group": group,
                 "scope": scope,
                 "frame_token_credit": credit,
+                "token_objective": objective,
                 "cosine": cos,
             }
         )
@@ -226,7 +236,7 @@ def render(result: dict[str, Any]):
     table = Table(
         title=f"RL gradient vs evidence gradient ({result['items']} items, policy {result['policy']})"
     )
-    for col in ("r", "reward", "ε", "β", "g", "scope", "frame credit", "cosine"):
+    for col in ("r", "reward", "ε", "β", "g", "scope", "frame credit", "token loss", "cosine"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
         table.add_row(
@@ -237,6 +247,7 @@ def render(result: dict[str, Any]):
             str(r["group"]),
             r.get("scope", "frame"),
             "yes" if r.get("frame_token_credit") else "no",
+            r.get("token_objective", "surrogate"),
             f"{r['cosine']:+.3f}",
         )
     return table

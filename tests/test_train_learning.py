@@ -166,3 +166,33 @@ def test_video_scope_ranks_rewarded_tokens_across_frames():
     for _ in range(40):
         updater.train_prompt(prompt, lambda m: (m & known).float().sum(1) / float(known.sum()))
     assert top4() == want
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_contribution_objective_ranks_rewarded_tokens(sign):
+    # The same learning check for `token_objective="contribution"`, from *saturated* scores: the
+    # token head's last layer is scaled up so that most |s| are in the tens, where the surrogate's
+    # push on the tokens the policy keeps is weighted down to k̄. The contribution objective must
+    # still reorder them.
+    torch.manual_seed(0)
+    policy, prompt, known = _setup()
+    with torch.no_grad():
+        last = [m for m in policy.token_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.bias.fill_(0.0)
+        last.weight.mul_(20.0 / float(policy(prompt).token_scores.abs().median()))
+        assert float(policy(prompt).token_scores.abs().median()) > 10.0
+    before = _known_ranks(policy, prompt, known)
+    assert float(before.float().mean()) > 1.0
+
+    def reward(masks: torch.Tensor) -> torch.Tensor:
+        return sign * (masks & known).float().sum(1) / float(known.sum())
+
+    config = _config(token_objective="contribution", band_group=4, band_beta=6.0)
+    updater = PolicyUpdater(policy, config, total_steps=40 * config.iterations)
+    for _ in range(40):
+        updater.train_prompt(prompt, reward)
+    ranks = _known_ranks(policy, prompt, known)
+    if sign > 0:
+        assert bool((ranks <= 1).all()) and float(ranks.float().mean()) <= 0.5
+    else:
+        assert bool((ranks >= P - 3).all())

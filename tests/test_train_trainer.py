@@ -243,6 +243,8 @@ def test_config_validation():
         TrainConfig.from_dict({"nope": 1})
     with pytest.raises(ValueError, match="token_scope"):
         TrainConfig(token_scope="clip")
+    with pytest.raises(ValueError, match="token_objective"):
+        TrainConfig(token_objective="softmax")
     cfg = TrainConfig(val_ratios=[0.3])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -299,6 +301,8 @@ def test_cli_trains_and_resumes(tmp_path):
         "--frame-token-credit",
         "--frame-fill",
         "score",
+        "--token-objective",
+        "contribution",
         "--checkpoint-every",
         "1",
     ]
@@ -308,6 +312,7 @@ def test_cli_trains_and_resumes(tmp_path):
     recorded = json.loads((out / "train_config.json").read_text())
     assert (recorded["frame_share"], recorded["kl_coef"], recorded["token_scope"]) == (0.5, 0.1, "video")
     assert recorded["frame_token_credit"] is True and recorded["frame_fill"] == "score"
+    assert recorded["token_objective"] == "contribution"
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]

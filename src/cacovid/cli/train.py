@@ -119,6 +119,11 @@ def train(
         "--frame-token-credit/--no-frame-token-credit",
         help="frame-mode rollouts' token decisions also train the token head",
     ),
+    token_objective: str = typer.Option(
+        "surrogate",
+        help="token-mode loss: 'surrogate' (method.md's clipped Bernoulli surrogate) or "
+        "'contribution' (its natural-gradient form: each token's measured reward contribution)",
+    ),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
@@ -169,6 +174,7 @@ def train(
             frame_share=frame_share,
             token_scope=token_scope,
             frame_token_credit=frame_token_credit,
+            token_objective=token_objective,
             frame_fill=frame_fill,
             lr=lr,
             layer_lr_scale=layer_lr_scale,

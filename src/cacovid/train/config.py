@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cacovid.train.objective import TOKEN_OBJECTIVES
 from cacovid.train.sampling import SamplingConfig
 
 
@@ -23,7 +24,7 @@ class TrainConfig:
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
     `min_lr_scale`·lr; gradient clipping `grad_clip`; surrogate clip 1−`clip_low` … 1+`clip_high`;
-    optional `kl_coef` to Bernoulli(0.5).
+    optional `kl_coef` to Bernoulli(0.5); the token-mode objective `token_objective`.
     Bookkeeping: `seed`, `epochs`, checkpoint every `checkpoint_every` items, validation every
     `val_every` items at `val_ratios`, `reward` name ("accuracy", "mc", "numeric", "rouge", "dense"),
     `max_new_tokens` for generated answers, `blind_filter` of training items, `val_batch_size`.
@@ -64,6 +65,9 @@ class TrainConfig:
     kl_coef: float = 0.0
     # Token decisions of frame-mode rollouts in L_tok as well (see `objective.policy_loss`).
     frame_token_credit: bool = False
+    # "surrogate" (method.md's clipped Bernoulli surrogate) or "contribution" (its natural-gradient
+    # form, which does not fade on saturated scores; see `objective.policy_loss`).
+    token_objective: str = "surrogate"
     seed: int = 0
     epochs: int = 1
     checkpoint_every: int = 50
@@ -98,6 +102,10 @@ class TrainConfig:
             raise ValueError(f"advantage_eps must be > 0, got {self.advantage_eps}")
         if any(not 0 < r <= 1 for r in self.val_ratios):
             raise ValueError(f"val_ratios must be in (0, 1], got {self.val_ratios}")
+        if self.token_objective not in TOKEN_OBJECTIVES:
+            raise ValueError(
+                f"token_objective must be one of {TOKEN_OBJECTIVES}, got {self.token_objective!r}"
+            )
         self.sampling()  # validates the sampling knobs early
 
     def sampling(self) -> SamplingConfig:

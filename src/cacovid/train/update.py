@@ -99,6 +99,7 @@ class PolicyUpdater:
                 kl_coef=c.kl_coef,
                 dual_clip=c.dual_clip,
                 frame_token_credit=c.frame_token_credit,
+                token_objective=c.token_objective,
             )
             if not bool(torch.isfinite(lo.loss)):
                 raise FloatingPointError(
