@@ -190,3 +190,38 @@ def test_policy_diagnostics_figures_on_known_scores():
     assert off["recall_in_evidence_frames"] == 1.0
     with pytest.raises(ValueError, match="no evidence"):
         mod.diagnose(s, u, torch.zeros_like(ev), 0.1, {})
+
+
+def test_accuracy_decomposition_rows(llava_llm, capsys, tmp_path):
+    mod = _bench("accuracy_decomposition")
+    path = tmp_path / "decomposition.json"
+    argv = ["--methods", "uniform,random", "--items", "3", "--world", WORLD, "--ratios", "0.5"]
+    result = mod.main([*argv, "--json", str(path)], adapter=llava_llm)
+    assert [(r["method"], r["ratio"]) for r in result["rows"]] == [("uniform", 0.5), ("random", 0.5)]
+    for r in result["rows"]:
+        assert r["n"] + r["skipped"] == result["items"] >= 1
+        assert all(0.0 <= r[v] <= 1.0 for v in mod.VARIANTS if r["n"])
+    assert "accuracy decomposition" in capsys.readouterr().out and path.is_file()
+    with pytest.raises(SystemExit, match="fastv"):
+        mod.main(["--methods", "fastv", "--items", "1", "--world", WORLD], adapter=llava_llm)
+
+
+def test_accuracy_decomposition_masks():
+    from cacovid.ops.fill import even_fill
+
+    mod = _bench("accuracy_decomposition")
+    N = 20
+    ev = torch.zeros(N, dtype=torch.bool)
+    ev[[2, 3, 4]] = True
+    keep = torch.zeros(N, dtype=torch.bool)
+    keep[[3, 10, 11, 12, 13, 14]] = True  # one hit, five picks
+    masks = mod.decomposition_masks(keep, ev)
+    assert list(masks) == list(mod.VARIANTS)
+    assert all(int(m.sum()) == 6 for m in masks.values())  # one budget for every variant
+    assert torch.equal(masks["selector"], keep)
+    assert torch.equal(masks["hits + even"] & ev, keep & ev)  # same hits, the picks replaced
+    assert torch.equal(masks["hits + even"] & ~ev, even_fill(~ev, 5))
+    assert torch.equal(masks["evidence + picks"], ev | even_fill(keep & ~ev, 3))  # all evidence + picks
+    assert torch.equal(masks["evidence + even"], ev | even_fill(~ev, 3))
+    with pytest.raises(ValueError, match="do not fit"):
+        mod.decomposition_masks(keep & ev, ev)

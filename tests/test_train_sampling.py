@@ -113,6 +113,28 @@ def test_video_scope_bands_rank_the_whole_video(T, P, ratio):
         assert bool((frame_scope.masks[frame_scope.modes == TOKEN].reshape(-1, T, P).sum(-1) == k).all())
 
 
+@pytest.mark.parametrize("T,P,ratio", [(5, 30, 0.1), (16, 49, 0.1), (3, 7, 0.5), (1, 12, 0.25), (2, 4, 1.0)])
+def test_boundary_scope_resamples_only_the_contested_ranks(T, P, ratio):
+    s, u, x = _inputs(T, P)
+    cfg = SamplingConfig(group_size=64, token_scope="boundary")
+    ro = sample_rollouts(s, u, x, ratio, cfg, torch.Generator().manual_seed(5))
+    K = T * per_frame_budget(ratio, P)
+    assert bool((ro.masks.sum(1) == K).all())
+    tok = ro.masks[ro.modes == TOKEN]
+    order = torch.sort(s.reshape(-1), descending=True, stable=True).indices
+    assert set(tok[0].nonzero().squeeze(1).tolist()) == set(order[:K].tolist())  # rollout 1: top-K
+    draw = K // 2
+    sure, end = K - draw, min(T * P, 2 * K)
+    freq = tok[1:].float().mean(0)
+    assert bool((freq[order[:sure]] == 1).all()) and bool((freq[order[end:]] == 0).all())
+    if draw and end - sure > draw:  # a real choice: every zone token is sometimes kept, sometimes not
+        zone = freq[order[sure:end]]
+        assert bool((zone > 0).all()) and bool((zone < 1).all())
+        assert abs(float(zone.mean()) - draw / (end - sure)) < 1e-6
+    again = sample_rollouts(s, u, x, ratio, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(again.masks, ro.masks)
+
+
 def test_token_scope_is_validated():
     with pytest.raises(ValueError, match="token_scope"):
         SamplingConfig(token_scope="clip")

@@ -109,7 +109,9 @@ def train(
     frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
     frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
     token_scope: str = typer.Option(
-        "frame", help="token-mode rank bands per 'frame' (method.md) or over the whole 'video'"
+        "frame",
+        help="token-mode rank bands per 'frame' (method.md) or over the whole 'video', or "
+        "'boundary': resample the contested ranks of a global top-K",
     ),
     frame_fill: str = typer.Option(
         "density", help="frame-mode fill inside the chosen frames: 'density' (method.md) or 'score'"

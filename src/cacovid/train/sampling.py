@@ -28,7 +28,7 @@ from cacovid.ops.topk import topk_rows_mask
 
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
-TOKEN_SCOPES = ("frame", "video")
+TOKEN_SCOPES = ("frame", "video", "boundary")
 FRAME_FILLS = ("density", "score")
 
 
@@ -57,6 +57,10 @@ class SamplingConfig:
       Measured on the toy (shipped policy, β 6, g 4, r 0.06): not better. The 10 % of rollouts in
       lower bands drive the scores apart (std 4 → 40–65 in 200 items at KL 0.1), and at KL 0.3 the
       global top-10 % recall fell from 0.81 to 0.75 in 369 items. Kept as an option, off by default.
+      "boundary": the decisions a global top-K selection at ratio r actually makes (`boundary_mode`):
+      the surest K/2 tokens of the video-wide ranking kept, the other K/2 drawn uniformly from the
+      next 1.5·K ranks. Pair it with `token_objective="contribution"`, whose push stops once a token
+      leaves that zone.
     """
 
     group_size: int = 32
@@ -223,6 +227,35 @@ def token_mode(
     return out
 
 
+def boundary_mode(token_scores: Tensor, kept: int, n: int, generator: torch.Generator) -> Tensor:
+    """(n, N) bool: n rollouts that resample the contested part of the global ranking.
+
+    With K = `kept`, the top K − ⌊K/2⌋ tokens by s are kept in every rollout, and ⌊K/2⌋ more are
+    drawn uniformly without replacement from the next ranks up to 2K (fewer at the end of the video).
+    Rollout 0 is the global top-K. Tokens ranked above the zone are always kept and those below it
+    never, so the rewards compare exactly the tokens a budget of K has to choose between, across
+    frames, each kept about a third of the time.
+    """
+    flat = token_scores.reshape(-1)
+    N, dev = flat.numel(), flat.device
+    if not 1 <= kept <= N:
+        raise ValueError(f"kept must be in [1, {N}], got {kept}")
+    out = torch.zeros(n, N, dtype=torch.bool, device=dev)
+    if n == 0:
+        return out
+    order = torch.sort(flat, descending=True, stable=True).indices
+    out[0, order[:kept]] = True
+    draw = kept // 2
+    sure, end = kept - draw, min(N, 2 * kept)
+    out[1:, order[:sure]] = True
+    if n > 1 and draw:
+        zone = order[sure:end]
+        keys = _gumbel((n - 1, zone.numel()), generator, dev)
+        picked = zone[keys.topk(draw, dim=1).indices]  # (n-1, draw)
+        out[1:].scatter_(1, picked, True)
+    return out
+
+
 def frame_probabilities(frame_scores: Tensor, config: SamplingConfig) -> Tensor:
     """(T,) softmax(u) kept within [floor, cap] × uniform, summing to 1.
 
@@ -326,6 +359,8 @@ def sample_rollouts(
         # The whole video as one "frame" of N tokens: bands over the global ranking, T·k kept.
         tok = token_mode(token_scores.reshape(1, T * P), kept, n_tok, ratio, config, generator)
         tok = tok.reshape(n_tok, T, P)
+    elif config.token_scope == "boundary":
+        tok = boundary_mode(token_scores, kept, n_tok, generator).reshape(n_tok, T, P)
     else:
         tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
     fr_masks, fr_frames = frame_mode(
