@@ -196,3 +196,24 @@ def test_contribution_objective_ranks_rewarded_tokens(sign):
         assert bool((ranks <= 1).all()) and float(ranks.float().mean()) <= 0.5
     else:
         assert bool((ranks >= P - 3).all())
+
+
+def test_boundary_scope_lifts_rewarded_tokens_into_the_kept_set():
+    # Boundary rollouts keep the surest half of a global top-K and resample the next ranks: the known
+    # tokens (two frames only) must end up among the tokens every rollout keeps, from wherever they
+    # start. r = 1/2 makes the zone reach the bottom of the ranking, so they are sampled from step 1.
+    torch.manual_seed(0)
+    policy, prompt, known = _setup(known_tokens=(3, 9, P + 7, P + 12))
+    config = _config(token_scope="boundary", ratio=0.5, ratio_min=0.5, ratio_max=0.5, kl_coef=0.1)
+    updater = PolicyUpdater(policy, config, total_steps=30 * config.iterations)
+    K = N // 2
+
+    def known_in_sure_set() -> int:
+        with torch.no_grad():
+            sure = policy(prompt).token_scores.topk(K - K // 2).indices
+        return int(known[sure].sum())
+
+    assert known_in_sure_set() <= 3  # not solved by chance
+    for _ in range(30):
+        updater.train_prompt(prompt, lambda m: (m & known).float().sum(1) / float(known.sum()))
+    assert known_in_sure_set() == 4

@@ -185,7 +185,10 @@ def policy_loss(
     against the evidence, still ends up with c ≈ 0 below the evidence's c > 0. On the shipped toy
     policy its gradient has cosine +0.63 with the direction that lifts the evidence over the hard
     negatives, the surrogate's −0.01 (`bench/gradient_alignment.py`, 40 items). No ratio clip:
-    Adam's step size and the item's I steps bound the move; the KL term still applies.
+    Adam's step size and the item's I steps bound the move; the KL term still applies. Measured on
+    the toy, it did not help: with no optimum at finite scores, a token that keeps contributing is
+    pushed up item after item, the scores spread (std 4 → 148 in 300 items) and top-10 % recall fell
+    0.79 → 0.72 (bench/README.md, "Session 6"). Kept as an option, off by default.
     """
     if token_objective not in TOKEN_OBJECTIVES:
         raise ValueError(f"token_objective must be one of {TOKEN_OBJECTIVES}, got {token_objective!r}")
