@@ -66,7 +66,7 @@ class TrainConfig:
     # Token decisions of frame-mode rollouts in L_tok as well (see `objective.policy_loss`).
     frame_token_credit: bool = False
     # "surrogate" (method.md's clipped Bernoulli surrogate) or "contribution" (its natural-gradient
-    # form, which does not fade on saturated scores; see `objective.policy_loss`).
+    # form, which weighs the tokens the policy keeps like the others; see `objective.policy_loss`).
     token_objective: str = "surrogate"
     seed: int = 0
     epochs: int = 1

@@ -167,8 +167,8 @@ def policy_loss(
     token mode, and frame-mode rollouts are the only ones whose reward depends on *which frames* get
     tokens: per-frame token bands keep k tokens in every frame, so they never teach a token of a frame
     without evidence to score below the evidence of another frame. Measured on the toy (from the
-    shipped policy): not better, top-10 % recall 0.81 → 0.78 (400 items, density fill) and → 0.74
-    (400 items, score fill); see bench/README.md.
+    stage-4 policy, shipped until session 6): not better, top-10 % recall 0.81 → 0.78 (400 items,
+    density fill) and → 0.74 (400 items, score fill); see bench/README.md.
 
     `token_objective="contribution"` replaces L_tok by −Σ_i c_i·s_i / T, with c the tokens' measured
     contributions over the memory's token-mode rollouts (`token_contributions`, held constant) and
@@ -182,7 +182,7 @@ def policy_loss(
     of independent keep decisions (Cov(A, m_i) divided by the keep decision's Fisher information
     f_i(1 − f_i), f_i the sampler's keep frequency). And c is a reward difference, on one scale in
     every frame, so a look-alike in a frame without evidence, which per-frame bands never trade
-    against the evidence, still ends up with c ≈ 0 below the evidence's c > 0. On the shipped toy
+    against the evidence, still ends up with c ≈ 0 below the evidence's c > 0. On the stage-4 toy
     policy its gradient has cosine +0.63 with the direction that lifts the evidence over the hard
     negatives, the surrogate's −0.01 (`bench/gradient_alignment.py`, 40 items). No ratio clip:
     Adam's step size and the item's I steps bound the move; the KL term still applies. Measured on

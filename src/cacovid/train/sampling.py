@@ -54,7 +54,7 @@ class SamplingConfig:
       token of one frame with a token of another: in a frame without evidence every choice earns the
       same reward, so nothing teaches its tokens to score below another frame's evidence, which is
       exactly the comparison a global top-K selection (α = 0) makes. Video-wide bands train it.
-      Measured on the toy (shipped policy, β 6, g 4, r 0.06): not better. The 10 % of rollouts in
+      Measured on the toy (stage-4 policy, β 6, g 4, r 0.06): not better. The 10 % of rollouts in
       lower bands drive the scores apart (std 4 → 40–65 in 200 items at KL 0.1), and at KL 0.3 the
       global top-10 % recall fell from 0.81 to 0.75 in 369 items. Kept as an option, off by default.
       "boundary": the decisions a global top-K selection at ratio r actually makes (`boundary_mode`):
