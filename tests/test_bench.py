@@ -5,6 +5,7 @@ memory figures belong to the benchmarks' own output."""
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -225,3 +226,21 @@ def test_accuracy_decomposition_masks():
     assert torch.equal(masks["evidence + even"], ev | even_fill(~ev, 3))
     with pytest.raises(ValueError, match="do not fit"):
         mod.decomposition_masks(keep & ev, ev)
+
+
+def test_novelty_prior_overrides_the_weight(llava_llm, capsys, tmp_path):
+    from cacovid.policy import CaCoVIDPolicy
+
+    mod = _bench("novelty_prior")
+    CaCoVIDPolicy.from_host(llava_llm, init_scale=1.0).save_pretrained(tmp_path)
+    # α = 0 with the score fill is a global top-K by score: with a huge weight the prior decides it.
+    (tmp_path / "selection.json").write_text(json.dumps({"alpha": 0.0, "fill": "score"}))
+    argv = ["--policy", str(tmp_path), "--weights", "0,1e4", "--items", "3", "--world", WORLD]
+    result = mod.main([*argv, "--ratios", "0.1,0.5"], adapter=llava_llm)
+    rows = {(r["method"], r["ratio"]): r for r in result["rows"]}
+    assert [m for m, _ in rows][::2] == ["novelty (prior alone)", "cacovid, w = 0", "cacovid, w = 10000"]
+    for ratio in (0.1, 0.5):
+        prior, primed = rows[("novelty (prior alone)", ratio)], rows[("cacovid, w = 10000", ratio)]
+        assert primed["evidence_recall"] == prior["evidence_recall"]
+        assert primed["accuracy"] == prior["accuracy"]
+    assert "novelty prior" in capsys.readouterr().out

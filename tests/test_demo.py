@@ -26,7 +26,7 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
     assert "using the shipped policy" in result.output and "CaCoVID vs baselines" in result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     rows = {(r["method"], r["ratio"]) for r in summary["rows"]}
-    assert {("cacovid", 0.1), ("random", 0.1), ("uniform", 0.1), ("full", 1.0)} <= rows
+    assert {("cacovid", 0.1), ("random", 0.1), ("uniform", 0.1), ("novelty", 0.1), ("full", 1.0)} <= rows
     lines = (tmp_path / "items.jsonl").read_text().splitlines()
     assert {json.loads(line)["item_id"] for line in lines} == {f"synthetic:test:{i}" for i in range(3)}
     assert (tmp_path / "report.md").is_file()
@@ -50,5 +50,8 @@ def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
         False,
     )
     assert (tmp_path / "policy" / "model.safetensors").is_file()
+    shipped = json.loads(Path("src/cacovid/policy/shipped/toy/config.json").read_text())
+    trained = json.loads((tmp_path / "policy" / "config.json").read_text())
+    assert trained["novelty_weight"] == shipped.get("novelty_weight", 0.0)  # the same kind of policy
     assert not (tmp_path / "policy" / "selection.json").exists()  # nothing was tuned for it
     assert {r["method"] for r in json.loads((tmp_path / "summary.json").read_text())["rows"]} >= {"cacovid"}

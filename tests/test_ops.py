@@ -19,6 +19,8 @@ from cacovid.ops import (
     even_fill_rows,
     even_frame_budgets,
     merge_assigned,
+    standardise,
+    temporal_novelty,
     topk_rows_mask,
     uniform_indices,
 )
@@ -246,3 +248,45 @@ def test_nearest_targets_within_rows():
     out = nearest_targets(sim, torch.tensor([[True, True, False]]))
     assert out.tolist() == [[0, 1, 0]]
     assert nearest_targets(sim, torch.zeros(1, 3, dtype=torch.bool)).tolist() == [[-1, -1, -1]]
+
+
+# ---- temporal novelty ----------------------------------------------------------------------------
+def test_temporal_novelty_hand_values():
+    """One-hot features: a object in every frame (at moving positions) is not novel; others by hand."""
+    e = torch.eye(4)
+    # frame 0: [persistent e0, e1]; frame 1: [e2, persistent e0] (moved); frame 2: [e0, e2]
+    x = torch.stack([torch.stack([e[0], e[1]]), torch.stack([e[2], e[0]]), torch.stack([e[0], e[2]])])
+    got = temporal_novelty(x)
+    # e0 has an exact copy in both other frames: 0. e1 has no match anywhere: 1.
+    # e2 in frame 1 matches frame 2 (1) but not frame 0 (0): 1 − 0.5 = 0.5; the same in frame 2.
+    want = torch.tensor([[0.0, 1.0], [0.5, 0.0], [0.0, 0.5]])
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_temporal_novelty_is_position_free_and_scale_free():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 6, 8, generator=g)
+    base = temporal_novelty(x)
+    perm = torch.stack([torch.randperm(6, generator=g) for _ in range(5)])
+    shuffled = torch.stack([x[t, perm[t]] for t in range(5)])
+    assert torch.allclose(
+        temporal_novelty(shuffled), torch.stack([base[t, perm[t]] for t in range(5)]), atol=1e-6
+    )
+    assert torch.allclose(temporal_novelty(3.0 * x), base, atol=1e-6)
+    assert ((base >= -1e-6) & (base <= 2 + 1e-6)).all()
+
+
+def test_temporal_novelty_edge_cases_and_validation():
+    assert torch.equal(temporal_novelty(torch.randn(1, 4, 3)), torch.zeros(1, 4))
+    assert torch.isfinite(temporal_novelty(torch.zeros(3, 2, 4))).all()  # zero vectors: no NaN
+    for bad in (torch.randn(4, 3), torch.zeros(0, 2, 3), torch.full((2, 2, 2), float("nan"))):
+        with pytest.raises(ValueError):
+            temporal_novelty(bad)
+
+
+def test_standardise():
+    v = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    z = standardise(v)
+    assert abs(float(z.mean())) < 1e-6 and abs(float(z.std()) - 1) < 1e-4
+    assert torch.equal(standardise(torch.full((5,), 3.0)), torch.zeros(5))
+    assert torch.equal(standardise(torch.tensor([4.0])), torch.zeros(1))

@@ -207,7 +207,40 @@ def test_prompt_of_another_hidden_size_is_refused(llava_llm):
         policy(p)
 
 
+def test_novelty_prior_shifts_scores_by_weighted_standardised_novelty(video_llm, frames, tmp_path):
+    from cacovid.ops import standardise, temporal_novelty
+
+    p, _ = _prompts(video_llm, frames)
+    plain = CaCoVIDPolicy.from_host(video_llm, init_scale=1.0, seed=3)
+    primed = CaCoVIDPolicy.from_host(video_llm, init_scale=1.0, seed=3, novelty_weight=2.5)
+    video = p.inputs_embeds[p.video_positions].reshape(p.num_frames, p.tokens_per_frame, -1)
+    n = standardise(temporal_novelty(video)).reshape(-1)
+    assert n.abs().max() > 0.5  # the random frames do give the prior something to say
+    a, b = plain(p), primed(p)
+    assert torch.allclose(b.token_scores - a.token_scores, 2.5 * n, atol=1e-4)
+    assert torch.allclose(b.frame_logits, a.frame_logits)
+    # The prior is an input, not a parameter: gradients reach the heads exactly as without it.
+    b.token_scores.sum().backward()
+    a.token_scores.sum().backward()
+    for pa, pb in zip(plain.token_head.parameters(), primed.token_head.parameters(), strict=True):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-5)
+    primed.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["novelty_weight"] == 2.5
+    assert torch.allclose(CaCoVIDPolicy.from_pretrained(tmp_path)(p).token_scores, b.token_scores, atol=1e-5)
+
+
+def test_config_without_novelty_weight_loads_as_method_md_policy(llava_llm, tmp_path):
+    CaCoVIDPolicy.from_host(llava_llm).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["novelty_weight"]  # configs saved before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert CaCoVIDPolicy.from_pretrained(tmp_path).config.novelty_weight == 0.0
+
+
 def test_bad_config_values_are_rejected():
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="novelty_weight"):
+            PolicyConfig(novelty_weight=bad)
     with pytest.raises(ValueError, match="attn_implementation"):
         PolicyConfig(attn_implementation="flex_attention")
     with pytest.raises(ValueError, match="init_scale"):

@@ -16,6 +16,7 @@ from cacovid.selectors import (
     DyCokeSelector,
     FastVIDSelector,
     FastVSelector,
+    NoveltySelector,
     OracleSelector,
     PruneVidSelector,
     RandomSelector,
@@ -43,6 +44,7 @@ BASELINES = [
     "fastvid",
     "prunevid",
     "dycoke",
+    "novelty",
     "fastv",
 ]
 MERGING = {"visionzip", "fastvid", "prunevid"}
@@ -282,6 +284,19 @@ def test_dycoke_drops_the_repeated_static_token():
     sel = DyCokeSelector(window=2).select(make_prompt(torch.cat([f0, f1])), 7 / 8)
     assert sel.keep.tolist() == [True] * 6 + [False, True]
     assert sel.info["pivot_tokens"] == 4
+
+
+def test_novelty_keeps_the_object_other_frames_lack_even_when_others_move():
+    e = torch.eye(4)
+    # A persistent object (e0) moves every frame; e1 and e2 are background; e3 shows once, in frame 1.
+    f0 = torch.stack([e[0], e[1], e[2], e[1]]).reshape(1, 2, 2, 4)
+    f1 = torch.stack([e[1], e[0], e[3], e[2]]).reshape(1, 2, 2, 4)
+    f2 = torch.stack([e[2], e[1], e[1], e[0]]).reshape(1, 2, 2, 4)
+    sel = NoveltySelector().select(make_prompt(torch.cat([f0, f1, f2])), 1 / 12)
+    assert sel.keep.nonzero().squeeze(1).tolist() == [6]
+    # DyCoke's same-location comparison cannot tell: with frame 0 as pivot it keeps a frame-1 token
+    # that only moved (e0 at location 1), not the one-off e3.
+    assert not DyCokeSelector(window=3).select(make_prompt(torch.cat([f0, f1, f2])), 5 / 12).keep[6]
 
 
 def test_dycoke_budget_below_pivots_spreads_over_pivots():

@@ -1,10 +1,11 @@
 """`cacovid demo`: the main job on the embedded default, end to end.
 
 Loads the embedded toy video LLM, gets a CaCoVID policy (the one shipped with the package, or a fresh
-one trained here with `--retrain`), evaluates it against random and uniform selection at several
-retention ratios on the synthetic test split, and writes a report folder: summary.json and items.jsonl
-(the result-file contract), report.md with the table, a plot of accuracy vs retention, token heat-maps,
-and the policy itself beside them.
+one trained here with `--retrain`), evaluates it against random and uniform selection and against its
+own temporal-novelty prior alone (`selectors/novelty.py`) at several retention ratios on the synthetic
+test split, and writes a report folder: summary.json and items.jsonl (the result-file contract),
+report.md with the table, a plot of accuracy vs retention, token heat-maps, and the policy itself
+beside them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ def shipped_policy_dir() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("cacovid.policy"))) / "shipped" / "toy"
+
+
+def shipped_novelty_weight() -> float:
+    """The novelty-prior weight of the shipped policy (0 when none is shipped)."""
+    from cacovid.policy import PolicyConfig
+
+    path = shipped_policy_dir() / "config.json"
+    return PolicyConfig.load(path).novelty_weight if path.is_file() else 0.0
 
 
 def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
@@ -44,7 +53,8 @@ def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progr
         adapt_ratio=False,
         kl_coef=0.1,
     )
-    policy = CaCoVIDPolicy.from_host(adapter, seed=seed)
+    # The shipped policy's temporal-novelty prior too, so a retrained policy is the same kind of policy.
+    policy = CaCoVIDPolicy.from_host(adapter, seed=seed, novelty_weight=shipped_novelty_weight())
     run = out / "policy-training"
     Trainer(adapter, policy, config, train_items, val_items, run, progress=progress).fit()
     return run / "policy"
@@ -59,7 +69,10 @@ def demo_command(
     train_items: int = typer.Option(150, min=1, help="Training items when retraining."),
     n: int = typer.Option(200, min=1, help="Test items to evaluate."),
     ratios: str = typer.Option("0.25,0.2,0.15,0.1,0.05", help="Retention ratios."),
-    methods: str = typer.Option("random,uniform", help="Baselines to compare against (or 'all')."),
+    methods: str = typer.Option(
+        "random,uniform,novelty",
+        help="Baselines to compare against (or 'all'); 'novelty' is the shipped policy's prior alone.",
+    ),
     world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…]."),
     split: str = typer.Option("test", help="Split to evaluate on."),
     seed: int = typer.Option(0),

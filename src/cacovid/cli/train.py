@@ -6,6 +6,7 @@ The command is the callback of this sub-app, so `app.add_typer(train.app, name="
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +98,11 @@ def train(
         None,
         help="policy folder whose selection.json validation uses (default: --init-policy's; "
         "'defaults': method.md's α 0.5, even fill)",
+    ),
+    novelty_weight: float = typer.Option(
+        None,
+        help="weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
+        "--init-policy's, 0 for a fresh policy, i.e. method.md's policy)",
     ),
     group_size: int = typer.Option(32, help="rollouts G per iteration"),
     ratio: float = typer.Option(0.02, help="initial training retention r"),
@@ -203,10 +209,15 @@ def train(
         raise typer.BadParameter(str(e)) from e
     console.print(f"loading [bold]{model}[/bold] …")
     llm = load_video_llm(model, device=device)
-    if init_policy is not None:
-        policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
-    else:
-        policy = CaCoVIDPolicy.from_host(llm, seed=seed)
+    try:
+        if init_policy is not None:
+            policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
+            if novelty_weight is not None:
+                policy.config = dataclasses.replace(policy.config, novelty_weight=novelty_weight)
+        else:
+            policy = CaCoVIDPolicy.from_host(llm, seed=seed, novelty_weight=novelty_weight or 0.0)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     policy.to(device)
     out.mkdir(parents=True, exist_ok=True)
     if world_cfg is not None:

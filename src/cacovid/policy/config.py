@@ -8,6 +8,7 @@ host's input embeddings. The config therefore records the host's name, family an
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class PolicyConfig:
     - `init_scale`: std of the heads' last linear layer, so initial scores are ≈ 0.
     - `seed`: seeds the heads' initialisation.
     - `attn_implementation`: attention kernel of the policy's own layer copy (always bidirectional).
+    - `novelty_weight`: weight w of the temporal-novelty prior added to every token score,
+      s = z_keep − z_drop + w·standardised novelty (`ops/novelty.py`); 0 (the default) is method.md's
+      policy exactly. Why: a single copied layer does not learn to compare a token with the whole
+      video from an answer-accuracy reward in affordable training (bench/README.md, "Novelty prior"),
+      while content seen in few frames is where sparse evidence lives; the heads learn the rest.
     """
 
     host_name: str = ""
@@ -56,6 +62,7 @@ class PolicyConfig:
     init_scale: float = 1e-2
     seed: int = 0
     attn_implementation: str = "sdpa"
+    novelty_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.head_widths = tuple(int(w) for w in self.head_widths)
@@ -63,6 +70,9 @@ class PolicyConfig:
             raise ValueError(f"head widths must be positive, got {self.head_widths}")
         if not self.init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {self.init_scale}")
+        self.novelty_weight = float(self.novelty_weight)
+        if not math.isfinite(self.novelty_weight) or self.novelty_weight < 0:
+            raise ValueError(f"novelty_weight must be finite and >= 0, got {self.novelty_weight}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"

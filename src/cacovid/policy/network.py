@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cacovid.ops.novelty import standardise, temporal_novelty
 from cacovid.policy.config import PolicyConfig, structural_mismatches
 from cacovid.policy.layers import bidirectional_mask, build_host_modules, make_bidirectional
 from cacovid.types import EncodedPrompt
@@ -187,9 +188,22 @@ class CaCoVIDPolicy(nn.Module):
             # clone(): prompts are often built under inference_mode, and autograd must save the index.
             video = out[b, p.video_positions.to(dev).clone()]  # (N, D)
             token_logits = self.token_head(self.norm(video))  # (N, 2)
+            if self.config.novelty_weight:
+                token_logits = token_logits + self.novelty_prior(p)
             frame_logits = self.frame_head(self.norm(video.reshape(T, P, D).mean(dim=1)))  # (T, 2)
             results.append(PolicyOutput(token_logits, frame_logits))
         return results
+
+    def novelty_prior(self, prompt: EncodedPrompt) -> torch.Tensor:
+        """(N, 2) logit offsets ±w·n/2 (n: standardised temporal novelty of the input video tokens).
+
+        Split evenly over (drop, keep) so s = z_keep − z_drop moves by w·n; it depends on the input only,
+        so it carries no gradient and the heads learn a correction to it.
+        """
+        with torch.no_grad():
+            n = standardise(temporal_novelty(prompt.frame_features().to(self.device))).reshape(-1, 1)
+        half = 0.5 * self.config.novelty_weight * n.to(self.norm.weight.dtype)
+        return torch.cat([-half, half], dim=1)
 
     # ---- persistence -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

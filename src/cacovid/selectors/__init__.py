@@ -10,6 +10,7 @@ from cacovid.selectors.dpc_knn import DPCKNNSelector
 from cacovid.selectors.dycoke import DyCokeSelector
 from cacovid.selectors.fastv import FastVSelector, fastv_flop_equivalent_ratio, fastv_ratio_for_budget
 from cacovid.selectors.fastvid import FastVIDSelector
+from cacovid.selectors.novelty import NoveltySelector
 from cacovid.selectors.prunevid import PruneVidSelector
 from cacovid.selectors.reference import OracleSelector, RandomSelector, UniformSelector
 from cacovid.selectors.registry import SELECTORS, available_selectors, get_selector, register
@@ -24,6 +25,7 @@ __all__ = [
     "DyCokeSelector",
     "FastVIDSelector",
     "FastVSelector",
+    "NoveltySelector",
     "OracleSelector",
     "PruneVidSelector",
     "RandomSelector",

@@ -13,6 +13,7 @@ from cacovid.selectors.dpc_knn import DPCKNNSelector
 from cacovid.selectors.dycoke import DyCokeSelector
 from cacovid.selectors.fastv import FastVSelector
 from cacovid.selectors.fastvid import FastVIDSelector
+from cacovid.selectors.novelty import NoveltySelector
 from cacovid.selectors.prunevid import PruneVidSelector
 from cacovid.selectors.reference import OracleSelector, RandomSelector, UniformSelector
 from cacovid.selectors.vidcom2 import VidCom2Selector
@@ -32,6 +33,7 @@ SELECTORS: dict[str, SelectorFactory] = {
     "fastvid": FastVIDSelector,
     "prunevid": PruneVidSelector,
     "dycoke": DyCokeSelector,
+    "novelty": NoveltySelector,
     "fastv": FastVSelector,
 }
 
