@@ -328,6 +328,19 @@ def test_cli_trains_and_resumes(tmp_path):
     # ... and the policy it saves carries that selection; without one, none is written.
     saved = json.loads((tmp_path / "more" / "policy" / "selection.json").read_text())
     assert (saved["alpha"], saved["fill"]) == (0.0, "score") and "inherited" in saved["note"]
+    assert json.loads((out / "policy" / "config.json").read_text())["novelty_weight"] == 0.0
+    # --novelty-weight primes a policy (here one continued from a saved, unprimed one) ...
+    primed = [
+        *args[: args.index("--out")],
+        "--out",
+        str(tmp_path / "primed"),
+        *args[args.index("--out") + 2 :],
+    ]
+    res = CliRunner().invoke(app, [*primed, "--init-policy", str(out / "policy"), "--novelty-weight", "3"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "primed" / "policy" / "config.json").read_text())["novelty_weight"] == 3.0
+    bad = CliRunner().invoke(app, [*primed, "--novelty-weight", "-1"])  # ... and refuses a negative one
+    assert bad.exit_code != 0 and "novelty_weight" in bad.output
     bad = CliRunner().invoke(app, [*more, "--val-selection", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "val-selection" in bad.output
     again = CliRunner().invoke(app, args)  # resumes a finished run: nothing left to train
