@@ -51,7 +51,7 @@ class PolicyConfig:
     - `novelty_weight`: weight w of the temporal-novelty prior added to every token score,
       s = z_keep − z_drop + w·standardised novelty (`ops/novelty.py`); 0 (the default) is method.md's
       policy exactly. Why: a single copied layer does not learn to compare a token with the whole
-      video from an answer-accuracy reward in affordable training (bench/README.md, "Novelty prior"),
+      video from an answer-accuracy reward in affordable training (bench/README.md, `novelty_prior.py`),
       while content seen in few frames is where sparse evidence lives; the heads learn the rest.
     """
 
