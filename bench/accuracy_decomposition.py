@@ -34,19 +34,13 @@ VARIANTS = ("selector", "hits + even", "evidence + picks", "evidence + even")
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--model", default=None, help="toy | tiny | micro | checkpoint (default: toy if installed)"
-    )
     ap.add_argument("--methods", default="cacovid,uniform", help="selectors to decompose, comma list")
     ap.add_argument("--policy", default=None, help="saved CaCoVID policy (for the cacovid method)")
     ap.add_argument("--ratios", default="0.25,0.1", help="retention ratios ρ")
     ap.add_argument("--items", type=int, default=100, help="synthetic items (those with evidence ≤ K)")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--world", default="", help="synthetic world overrides, e.g. frames=8")
     ap.add_argument("--batch-size", type=int, default=16, help="rows per batched generate call")
     ap.add_argument("--seed", type=int, default=0, help="seed of randomised selectors")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
-    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    benchutil.add_synthetic_args(ap)
     return ap
 
 

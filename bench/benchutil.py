@@ -156,6 +156,18 @@ def write_json(path: str | Path | None, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
 
 
+def add_synthetic_args(ap: Any, *, split: str = "val", threads: int = 2) -> None:
+    """The options every script that evaluates on synthetic items shares: model, split, world,
+    threads, JSON output (one definition, so their names and help stay the same everywhere)."""
+    ap.add_argument(
+        "--model", default=None, help="toy | tiny | micro | checkpoint (default: toy if installed)"
+    )
+    ap.add_argument("--split", default=split, help="synthetic split the items come from")
+    ap.add_argument("--world", default="", help="synthetic world overrides, e.g. frames=8")
+    ap.add_argument("--threads", type=int, default=threads, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+
+
 def run_script(
     build_parser: Callable[[], Any],
     run: Callable[[Any, Any], dict[str, Any]],

@@ -23,18 +23,12 @@ import torch
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--model", default=None, help="toy | tiny | micro | checkpoint (default: toy if installed)"
-    )
     ap.add_argument("--policy", required=True, help="saved CaCoVID policy folder")
     ap.add_argument("--weights", default="0,2,4", help="novelty weights w to evaluate the policy at")
     ap.add_argument("--ratios", default="0.25,0.1,0.05", help="retention ratios ρ")
     ap.add_argument("--items", type=int, default=100, help="synthetic items")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--world", default="", help="synthetic world overrides, e.g. frames=8")
     ap.add_argument("--batch-size", type=int, default=16, help="rows per batched generate call")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
-    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    benchutil.add_synthetic_args(ap)
     return ap
 
 

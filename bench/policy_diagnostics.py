@@ -30,17 +30,11 @@ from torch import Tensor
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--model", default=None, help="toy | tiny | micro | checkpoint (default: toy if installed)"
-    )
-    ap.add_argument(
         "--policy", default="", help="comma-separated saved policy folders (default: an untrained one)"
     )
     ap.add_argument("--items", type=int, default=60, help="synthetic items with evidence")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--world", default="", help="synthetic world overrides, e.g. frames=8")
     ap.add_argument("--ratio", type=float, default=0.1, help="retention ρ of the recall figures")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
-    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    benchutil.add_synthetic_args(ap)
     return ap
 
 
