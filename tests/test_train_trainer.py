@@ -145,6 +145,9 @@ def test_resume_refuses_a_changed_config(llava_llm, world_items, tmp_path):
         _trainer(llava_llm, items[:2], [], tmp_path, cfg=dict(lr=5e-3)).fit()
     with pytest.raises(ValueError, match="training items"):
         _trainer(llava_llm, items[:3], [], tmp_path).fit()
+    primed = CaCoVIDPolicy.from_host(llava_llm, seed=1, novelty_weight=2.0)  # same weights, another prior
+    with pytest.raises(ValueError, match="novelty_weight 0, the given policy 2"):
+        Trainer(llava_llm, primed, _config(), items[:2], [], tmp_path, progress=False).fit()
     # --no-resume starts afresh and overwrites
     tr = _trainer(llava_llm, items[:2], [], tmp_path, cfg=dict(lr=5e-3), resume=False)
     assert tr.fit()["finished"]

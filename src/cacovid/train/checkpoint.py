@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from cacovid.policy.network import WEIGHTS_NAME, CaCoVIDPolicy
+from cacovid.policy.config import PolicyConfig
+from cacovid.policy.network import CONFIG_NAME, WEIGHTS_NAME, CaCoVIDPolicy
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "trainer.pt"
@@ -56,6 +57,13 @@ def find_checkpoint(out_dir: Path) -> Path | None:
 def load_checkpoint(path: Path, policy: CaCoVIDPolicy) -> tuple[dict[str, Any], str]:
     """Load policy weights in place; return (trainer state, saved train config JSON)."""
     path = Path(path)
+    saved = PolicyConfig.load(path / "policy" / CONFIG_NAME)
+    if saved.novelty_weight != policy.config.novelty_weight:
+        # Same weights under another prior would be another policy: resume only the one that was saved.
+        raise ValueError(
+            f"checkpoint policy in {path} has novelty_weight {saved.novelty_weight:g}, the given policy "
+            f"{policy.config.novelty_weight:g} (pass --novelty-weight {saved.novelty_weight:g} to resume)"
+        )
     state_dict = load_file(str(path / "policy" / WEIGHTS_NAME))
     missing, unexpected = policy.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
