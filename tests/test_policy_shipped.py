@@ -18,7 +18,7 @@ from cacovid.policy.selector import CaCoVIDSelector
 from cacovid.selectors.registry import get_selector
 
 SHIPPED = "src/cacovid/policy/shipped/toy"
-# Measured on these 24 val items when the policy was shipped: 0.82 (uniform selection: 0.11).
+# Measured on these 24 val items: 0.88 for stage 6 (shipped in session 7; stage 5: 0.82), uniform 0.11.
 RECALL_10 = 0.7
 
 
@@ -52,4 +52,4 @@ def test_shipped_policy_scores_are_not_saturated(shipped):
     policy, prompts = shipped
     with torch.no_grad():
         s = torch.cat([policy(p).token_scores.float() for p in prompts])
-    assert float(s.abs().median()) < 5.0  # 0.39 when shipped; over 100 for the retired one
+    assert float(s.abs().median()) < 5.0  # 1.07 for stage 6 (0.39 for stage 5); over 100 for the retired one
