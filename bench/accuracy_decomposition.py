@@ -71,7 +71,7 @@ def decomposition_masks(keep: torch.Tensor, evidence: torch.Tensor) -> dict[str,
 
 def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     from cacovid.evaluate.methods import build_methods, parse_methods
-    from cacovid.train.rewards import accuracy_reward
+    from cacovid.scoring import accuracy_reward
     from cacovid.types import token_budget
 
     benchutil.setup_torch(args.threads)

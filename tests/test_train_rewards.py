@@ -6,18 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cacovid.train.rewards import (
+from cacovid.scoring import (
     accuracy_reward,
-    dense_reward,
     multiple_choice_reward,
     numeric_reward,
     parse_number,
     parse_option_letter,
     regression_reward,
-    rollout_reward,
     rouge_l_f,
-    text_rollout_reward,
 )
+from cacovid.train.rewards import dense_reward, rollout_reward, text_rollout_reward
 from cacovid.types import QAItem
 
 OPTS = ["red", "green", "blue", "yellow"]

@@ -1,15 +1,15 @@
 """Score one generated answer against its item, with the parsed answer kept for the record.
 
-Why: evaluation must score exactly as training rewards do (same option-letter parser, same number
-parser), but it also records *what* was parsed and whether parsing failed, so a table can tell "the
-model chose the wrong option" from "the model said nothing we could read".
+Why: evaluation must score exactly as training rewards do (the same option-letter and number parsers,
+`cacovid.scoring`), but it also records *what* was parsed and whether parsing failed, so a table can
+tell "the model chose the wrong option" from "the model said nothing we could read".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cacovid.train.rewards import (
+from cacovid.scoring import (
     free_text_reward,
     numeric_reward,
     parse_number,

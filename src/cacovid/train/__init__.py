@@ -1,17 +1,16 @@
 """CaCoVID training (method.md §4–§5): sampling, rewards, the clipped objective and the trainer."""
 
-from cacovid.train.config import TrainConfig
-from cacovid.train.objective import Memory, group_advantages, policy_loss
-from cacovid.train.rewards import (
+from cacovid.scoring import (
     TEXT_REWARDS,
     accuracy_reward,
-    dense_reward,
     multiple_choice_reward,
     numeric_reward,
     parse_option_letter,
-    rollout_reward,
     rouge_l_f,
 )
+from cacovid.train.config import TrainConfig
+from cacovid.train.objective import Memory, group_advantages, policy_loss
+from cacovid.train.rewards import dense_reward, rollout_reward
 from cacovid.train.sampling import Rollouts, SamplingConfig, sample_rollouts
 from cacovid.train.trainer import Trainer
 from cacovid.train.update import PolicyUpdater

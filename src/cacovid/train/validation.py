@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cacovid.train.rewards import TextReward, accuracy_reward
+from cacovid.scoring import TextReward, accuracy_reward
 from cacovid.types import EncodedPrompt, QAItem, Selector
 
 if TYPE_CHECKING:
