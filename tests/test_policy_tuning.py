@@ -14,7 +14,7 @@ from cacovid.data.synthetic import SyntheticWorld
 from cacovid.evaluate.methods import selection_options
 from cacovid.models import load_video_llm
 from cacovid.policy import CaCoVIDPolicy
-from cacovid.policy.tuning import tune_selection, write_selection
+from cacovid.train.tuning import tune_selection, write_selection
 
 SHIPPED = "src/cacovid/policy/shipped/toy"
 

@@ -25,7 +25,7 @@ def tune_selection_command(
     from cacovid.cli.train import load_items
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
-    from cacovid.policy.tuning import tune_selection, write_selection
+    from cacovid.train.tuning import tune_selection, write_selection
 
     if data == "synthetic" and split == "test":
         raise typer.BadParameter(

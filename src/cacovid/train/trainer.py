@@ -26,6 +26,7 @@ from cacovid.policy.selector import CaCoVIDSelector
 from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from cacovid.train.config import TrainConfig
 from cacovid.train.rewards import RolloutReward, rollout_reward
+from cacovid.train.tuning import write_selection
 from cacovid.train.update import PolicyUpdater
 from cacovid.train.validation import blind_filter, validate_selector
 from cacovid.types import EncodedPrompt, QAItem
@@ -163,8 +164,6 @@ class Trainer:
             self.checkpoint()
             self.policy.save_pretrained(self.out_dir / POLICY_DIR)
             if self.val_selection:  # the saved policy runs the way it was validated
-                from cacovid.policy.tuning import write_selection  # imports train.validation
-
                 write_selection(
                     self.out_dir / POLICY_DIR,
                     self.val_selection,

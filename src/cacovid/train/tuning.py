@@ -1,5 +1,8 @@
 """Choose a trained policy's inference settings (α, cap, fill; method.md §3) on validation items.
 
+It lives in `train/`, above `policy/`, because it runs the training-time validation
+(`cacovid.train.validation.validate_selector`) over the policy's selections.
+
 method.md's defaults (α = 0.5, c = 1.5·ρ, even fill) are a reasonable start for any policy, but the
 best split between the importance share and the fill depends on how good the policy's scores are: a
 sharp policy wants α near 1, a weak one wants more fill. The choice is made on validation data, never
