@@ -75,9 +75,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     from cacovid.types import token_budget
 
     benchutil.setup_torch(args.threads)
-    ratios = benchutil.parse_floats(args.ratios)
-    if any(not 0 < r <= 1 for r in ratios):
-        raise SystemExit(f"--ratios must be in (0, 1], got {args.ratios}")
+    ratios = benchutil.parse_ratios(args.ratios)
     names = parse_methods(args.methods, references=False, policy=bool(args.policy))
     if "fastv" in names:
         raise SystemExit("fastv prunes inside the language model: it has no input keep-mask to decompose")

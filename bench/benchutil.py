@@ -53,6 +53,16 @@ def parse_floats(text: str) -> list[float]:
     return values
 
 
+def parse_ratios(text: str, option: str = "--ratios") -> list[float]:
+    """Retention ratios by the package's one parser (`cacovid.types.parse_ratios`); exits on a bad list."""
+    from cacovid.types import parse_ratios as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SystemExit(f"{option}: {exc}") from None
+
+
 def parse_names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     evidence = _evidence_gradient(policy, prompts, args.hard_share)
     rows = []
     settings = itertools.product(
-        benchutil.parse_floats(args.ratios),
+        benchutil.parse_ratios(args.ratios),
         benchutil.parse_names(args.rewards),
         benchutil.parse_floats(args.eps),
         benchutil.parse_floats(args.band_betas),

@@ -39,10 +39,8 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     from cacovid.train.validation import validate_selector
 
     benchutil.setup_torch(args.threads)
-    ratios = benchutil.parse_floats(args.ratios)
+    ratios = benchutil.parse_ratios(args.ratios)
     weights = benchutil.parse_floats(args.weights)
-    if any(not 0 < r <= 1 for r in ratios):
-        raise SystemExit(f"--ratios must be in (0, 1], got {args.ratios}")
     if any(w < 0 for w in weights):
         raise SystemExit(f"--weights must be >= 0, got {args.weights}")
     if adapter is None:

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
             adapter,
             items,
             methods,
-            benchutil.parse_floats(args.ratios),
+            benchutil.parse_ratios(args.ratios),
             repeats=args.repeats,
             warmup=args.warmup,
             seed=args.seed,

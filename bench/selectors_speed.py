@@ -226,7 +226,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     benchutil.setup_torch(args.threads)
     device = benchutil.resolve_device(args.device)
     dtype = benchutil.DTYPES[args.dtype]
-    ratios = benchutil.parse_floats(args.ratios)
+    ratios = benchutil.parse_ratios(args.ratios)
     sizes = benchutil.parse_names(args.sizes)
     if not sizes or any(s not in SIZES for s in sizes):
         raise SystemExit(f"--sizes must list some of {SIZES}, got {args.sizes!r}")

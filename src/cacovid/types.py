@@ -32,6 +32,34 @@ def token_budget(n_tokens: int, ratio: float) -> int:
     return max(1, min(n_tokens, math.floor(ratio * n_tokens + 1e-9)))
 
 
+def parse_ratios(text: str) -> list[float]:
+    """Retention ratios from a comma-separated list such as "0.25,0.1", each checked to lie in (0, 1].
+
+    The one parser behind every ratio-list option (`--ratios`, `--val-ratios`, the benchmarks'
+    lists): a ValueError names the entry at fault, so a percentage typed as 25 or a zero budget is
+    caught before any model loads, not at the first `token_budget`.
+    """
+    entries = [e.strip() for e in str(text).split(",") if e.strip()]
+    if not entries:
+        raise ValueError(
+            f"expected comma-separated retention ratios in (0, 1] such as 0.25,0.1, got {text!r}"
+        )
+    ratios = []
+    for entry in entries:
+        try:
+            ratio = float(entry)
+        except ValueError:
+            raise ValueError(
+                f"retention ratio {entry!r} is not a number (expected a list such as 0.25,0.1)"
+            ) from None
+        if not math.isfinite(ratio) or not 0.0 < ratio <= 1.0:
+            percent = 1.0 < ratio <= 100.0 and ratio.is_integer()
+            hint = f" (a percentage? {ratio:g} % is {ratio / 100:g})" if percent else ""
+            raise ValueError(f"retention ratio must be in (0, 1], got {entry!r}{hint}")
+        ratios.append(ratio)
+    return ratios
+
+
 @dataclass
 class EncodedPrompt:
     """One (video, question) ready for the language model, before any compression.

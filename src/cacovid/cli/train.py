@@ -39,14 +39,6 @@ class WorldItems(Sequence):
         return self.world.item(self.split, self.start + (i % self.n))
 
 
-def _parse_ratios(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError as e:
-        raise typer.BadParameter(f"ratios must be comma-separated numbers, got {text!r}") from e
-    return vals
-
-
 def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
     """Selection options for validation: a policy folder's selection.json, or method.md's defaults."""
     from cacovid.evaluate.methods import selection_options
@@ -161,9 +153,14 @@ def train(
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.config import TrainConfig
     from cacovid.train.trainer import Trainer
+    from cacovid.types import parse_ratios
 
     console = Console(stderr=True)
     out = Path(out)
+    try:  # an empty list turns validation off, as --val-items 0 does
+        val_ratio_list = tuple(parse_ratios(val_ratios)) if val_ratios.strip() else ()
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--val-ratios") from e
     if threads is not None:
         import torch
 
@@ -193,7 +190,7 @@ def train(
             advantage_eps=advantage_eps,
             checkpoint_every=checkpoint_every,
             val_every=val_every,
-            val_ratios=_parse_ratios(val_ratios),
+            val_ratios=val_ratio_list,
             blind_filter=blind_filter,
         )
         train_items, world_cfg = load_items(data, world, split, n_items)

@@ -21,17 +21,20 @@ def tune_selection_command(
     """Try α ∈ {0.5, 0.75, 1}, cap ∈ {1.5·ρ, none}, fill ∈ {even, score}; keep the most accurate."""
     import torch
 
-    from cacovid.cli.eval import parse_ratios
     from cacovid.cli.train import load_items
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.tuning import tune_selection, write_selection
+    from cacovid.types import parse_ratios
 
     if data == "synthetic" and split == "test":
         raise typer.BadParameter(
             "tuning on the test split would leak into the reported results", param_hint="--split"
         )
-    ratio_list = parse_ratios(ratios)
+    try:
+        ratio_list = parse_ratios(ratios)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--ratios") from e
     if not policy.is_dir():
         raise typer.BadParameter(f"{policy} is not a policy folder", param_hint="--policy")
     adapter = load_video_llm(model, device=device)
