@@ -106,7 +106,7 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype = torch.float
 
 def synthetic_items(n: int, world: str | None = None, split: str = "test") -> list:
     """The first `n` items of a synthetic split (`world`: overrides such as "frames=4")."""
-    from cacovid.evaluate.sources import synthetic_source
+    from cacovid.data.sources import synthetic_source
 
     return list(synthetic_source(world or None, split, n).items())
 

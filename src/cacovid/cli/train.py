@@ -19,26 +19,6 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False)
 
 
-class WorldItems(Sequence):
-    """Items start … start+n−1 of a synthetic-world split, generated when indexed (not held in memory)."""
-
-    def __init__(self, world, split: str, n: int, start: int = 0) -> None:
-        if n < 0:
-            raise ValueError(f"number of items must be >= 0, got {n}")
-        world.seed(split, start)  # validates split and start
-        self.world, self.split, self.n, self.start = world, split, int(n), int(start)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.n))]
-        if not -self.n <= i < self.n:
-            raise IndexError(i)
-        return self.world.item(self.split, self.start + (i % self.n))
-
-
 def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
     """Selection options for validation: a policy folder's selection.json, or method.md's defaults."""
     from cacovid.evaluate.methods import selection_options
@@ -56,22 +36,14 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
 def load_items(
     data: str, world: str | None, split: str, n_items: int | None, start: int = 0
 ) -> tuple[Sequence[QAItem], dict | None]:
-    """Training/validation items: the synthetic world (lazy) or a Video-R1 JSON file."""
-    if data == "synthetic":
-        from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+    """(items, world config) by `cacovid.data.sources.source_from_args`, for `cli/demo.py`, which still
+    imports this; `cacovid train` and `tune-selection` call `source_from_args` themselves."""
+    from cacovid.data.sources import source_from_args
 
-        cfg = WorldConfig().with_overrides(world)
-        return WorldItems(
-            SyntheticWorld(cfg), split, 200 if n_items is None else n_items, start
-        ), cfg.to_dict()
-    if world:
-        raise typer.BadParameter("--world only applies to --data synthetic")
-    from cacovid.data.videor1 import load_videor1
-
-    items = load_videor1(data)
-    if n_items is not None:
-        items = items[start : start + n_items]
-    return items, None
+    source = source_from_args(
+        data, split=split, world=world, n=n_items, start=start, synthetic_n=200, unique_ids=False
+    )
+    return source.sequence, source.world
 
 
 @app.callback(invoke_without_command=True)
@@ -149,6 +121,7 @@ def train(
     from rich.console import Console
     from rich.table import Table
 
+    from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.config import TrainConfig
@@ -193,13 +166,17 @@ def train(
             val_ratios=val_ratio_list,
             blind_filter=blind_filter,
         )
-        train_items, world_cfg = load_items(data, world, split, n_items)
+        # Training and tuning do not key anything by item id, so a file's ids may repeat.
+        source = source_from_args(
+            data, split=split, world=world, n=n_items, synthetic_n=200, unique_ids=False
+        )
+        train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:
             vals: Sequence = []
         elif val_data:
-            vals = load_items(val_data, None, "val", val_items)[0]
+            vals = source_from_args(val_data, split="val", n=val_items, unique_ids=False).sequence
         elif data == "synthetic":
-            vals = load_items("synthetic", world, "val", val_items)[0]
+            vals = source_from_args("synthetic", split="val", world=world, n=val_items).sequence
         else:
             vals = []
     except ValueError as e:

@@ -21,7 +21,7 @@ def tune_selection_command(
     """Try α ∈ {0.5, 0.75, 1}, cap ∈ {1.5·ρ, none}, fill ∈ {even, score}; keep the most accurate."""
     import torch
 
-    from cacovid.cli.train import load_items
+    from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.tuning import tune_selection, write_selection
@@ -39,7 +39,10 @@ def tune_selection_command(
         raise typer.BadParameter(f"{policy} is not a policy folder", param_hint="--policy")
     adapter = load_video_llm(model, device=device)
     pol = CaCoVIDPolicy.from_pretrained(policy, host=adapter).to(adapter.device)
-    items = list(load_items(data, world, split, n)[0])
+    try:
+        items = list(source_from_args(data, split=split, world=world, n=n, unique_ids=False).items())
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     with torch.inference_mode():
         prompts = [adapter.encode_item(it) for it in items]
     best, table = tune_selection(adapter, pol, prompts, items, ratio_list)

@@ -6,7 +6,7 @@ per method, a column per frame; each frame is dimmed, the cells the method kept 
 brightness, and the ground-truth evidence cells are outlined.
 
 Keep masks come from items.jsonl (every row stores its mask compactly, see `records.py`), so no
-selector is re-run; frames are regenerated from the run description (`sources.find_item`). When the
+selector is re-run; frames are regenerated from the run description (`data.sources.find_item`). When the
 frames cannot be had (a video file that moved), cells are drawn on a grey background instead.
 Models that merge frames in time (Qwen2-VL: 2 frames per token step) show the first frame of each
 step; the evidence outline marks cells that hold evidence in any frame of the step.
@@ -23,12 +23,26 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cacovid.data.sources import find_item
 from cacovid.evaluate.records import decode_mask, ratio_key
-from cacovid.evaluate.sources import find_item, item_frames
+from cacovid.models.frames import read_frames
+from cacovid.types import QAItem
 
 DIM = 0.28  # brightness of cells that were not kept
 EVIDENCE_RGB = np.array([255, 40, 40], dtype=np.uint8)
 GAP = 3  # pixels between frames
+
+
+def item_frames(item: QAItem, max_frames: int = 32) -> np.ndarray | None:
+    """(F, H, W, 3) uint8 frames of an item, or None when its video cannot be read."""
+    if item.frames is not None:
+        return np.asarray(item.frames)
+    if not item.video_path:
+        return None
+    try:
+        return read_frames(item.video_path, max_frames)
+    except (OSError, ValueError):
+        return None
 
 
 def frame_for_token_step(n_frames: int, n_steps: int, t: int) -> int:
