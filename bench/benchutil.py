@@ -92,7 +92,7 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype = torch.float
     from cacovid.models import LlavaOneVisionVideoLLM, load_video_llm
 
     if name in ("tiny", "micro"):
-        from cacovid.models.tiny import tiny_llava_onevision
+        from cacovid.testing.tiny import tiny_llava_onevision
         from cacovid.toy.model import build_toy_model, toy_vocabulary
 
         if name == "tiny":

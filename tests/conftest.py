@@ -17,7 +17,7 @@ import torch
 
 from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
 from cacovid.models.qwen2_vl import Qwen2_5_VLVideoLLM, Qwen2VLVideoLLM
-from cacovid.models.tiny import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_qwen2_vl
+from cacovid.testing.tiny import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_qwen2_vl
 
 torch.set_num_threads(1)  # the machine is shared: small models gain little from threads
 

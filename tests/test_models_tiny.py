@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from cacovid.models.tiny import (
+from cacovid.testing.tiny import (
     build_word_tokenizer,
     chat_template,
     tiny_llava_onevision,

@@ -184,7 +184,7 @@ def test_save_and_load_round_trip(video_llm, frames, tmp_path):
 
 def test_loading_onto_another_host_is_refused(llava_llm, qwen2_vl_llm, tmp_path):
     from cacovid.models import LlavaOneVisionVideoLLM
-    from cacovid.models.tiny import tiny_llava_onevision
+    from cacovid.testing.tiny import tiny_llava_onevision
 
     CaCoVIDPolicy.from_host(llava_llm).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="llava_onevision"):

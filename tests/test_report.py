@@ -31,7 +31,7 @@ def results(tmp_path_factory):
     """A real small results directory: tiny random LLaVA-OV, 2 items, 3 methods, 2 ratios."""
     from cacovid.data.synthetic import VOCABULARY
     from cacovid.models import LlavaOneVisionVideoLLM
-    from cacovid.models.tiny import tiny_llava_onevision
+    from cacovid.testing.tiny import tiny_llava_onevision
 
     model, processor = tiny_llava_onevision(
         list(VOCABULARY), text_hidden=64, text_layers=2, vision_hidden=32, vision_layers=1, seed=5

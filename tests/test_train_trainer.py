@@ -264,7 +264,7 @@ def test_cli_trains_and_resumes(tmp_path):
     from typer.testing import CliRunner
 
     from cacovid.cli.train import app
-    from cacovid.models.tiny import tiny_llava_onevision
+    from cacovid.testing.tiny import tiny_llava_onevision
 
     model, proc = tiny_llava_onevision(
         text_hidden=32, text_layers=1, heads=4, kv_heads=2, vision_hidden=32, vision_layers=1

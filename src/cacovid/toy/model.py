@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from cacovid.data.synthetic.questions import VOCABULARY
+from cacovid.testing.tiny import tiny_llava_onevision
+
 # Label word for token cells that show no object: the dense auxiliary loss maps background cells to it.
 BACKGROUND_WORD = "background"
 
@@ -33,15 +36,11 @@ class ToyModelConfig:
 
 
 def toy_vocabulary() -> list[str]:
-    from cacovid.data.synthetic.questions import VOCABULARY
-
     return [*VOCABULARY, BACKGROUND_WORD]
 
 
 def build_toy_model(config: ToyModelConfig | None = None):
     """A freshly initialised toy model and its processor (LlavaOnevision*, real classes)."""
-    from cacovid.models.tiny import tiny_llava_onevision
-
     cfg = config or ToyModelConfig()
     return tiny_llava_onevision(
         toy_vocabulary(),
