@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import typer
 
+from cacovid.cli import demo, toy, train, tune, world
+from cacovid.cli import eval as eval_cli
+
 app = typer.Typer(
     name="cacovid",
     help="Contribution-aware token compression for video LLMs (CaCoVID): train, evaluate, compare.",
@@ -15,21 +18,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
-
-def _mount() -> None:
-    from cacovid.cli import demo, toy, train, tune, world
-    from cacovid.cli import eval as eval_cli
-
-    app.command("demo")(demo.demo_command)
-    app.add_typer(world.app, name="world", help="Look at and export the embedded synthetic video-QA world.")
-    app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny video LLM.")
-    app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
-    app.command("eval")(eval_cli.eval_command)
-    app.command("report")(eval_cli.report_command)
-    app.command("tune-selection")(tune.tune_selection_command)
-
-
-_mount()
+app.command("demo")(demo.demo_command)
+app.add_typer(world.app, name="world", help="Look at and export the embedded synthetic video-QA world.")
+app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny video LLM.")
+app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
+app.command("eval")(eval_cli.eval_command)
+app.command("report")(eval_cli.report_command)
+app.command("tune-selection")(tune.tune_selection_command)
 
 
 def main() -> None:

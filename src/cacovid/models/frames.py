@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from cacovid.data.video import read_video
+
 
 def as_frames(frames: np.ndarray | torch.Tensor | Sequence) -> np.ndarray:
     """Validate and convert frames to a (T, H, W, 3) uint8 array (T >= 1)."""
@@ -70,9 +72,7 @@ def evidence_mask(
 def read_frames(path: str, max_frames: int) -> np.ndarray:
     """Decode up to `max_frames` uniformly spaced RGB frames from a video file: (T, H, W, 3) uint8.
 
-    Decoding has one home, `cacovid.data.video.read_video` (imported lazily so that adapters over
-    in-memory frames never need it); its errors (missing, unreadable, empty file) pass through.
+    Decoding has one home, `cacovid.data.video.read_video` (PyAV loads only when a file is read);
+    its errors (missing, unreadable, empty file) pass through.
     """
-    from cacovid.data.video import read_video
-
     return as_frames(read_video(path, max_frames=max_frames))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from cacovid.data.synthetic import SyntheticWorld
+
 # The quality bar of the embedded model (issue: full ≥ 85 %, blind ≤ 35 %, evidence-only ≥ 80 %).
 QUALITY_BAR = {"full": (">=", 0.85), "blind": ("<=", 0.35), "oracle": (">=", 0.80)}
 
@@ -16,8 +18,6 @@ QUALITY_BAR = {"full": (">=", 0.85), "blind": ("<=", 0.35), "oracle": (">=", 0.8
 @torch.no_grad()
 def quick_quality(adapter, n: int = 100, split: str = "test") -> dict[str, float]:
     """{"full", "blind", "oracle"} accuracies of `adapter` on the first `n` items of the default world."""
-    from cacovid.data.synthetic import SyntheticWorld
-
     tok = adapter.tokenizer
     hits: dict[str, list[bool]] = {"full": [], "blind": [], "oracle": []}
     for item in SyntheticWorld().items(split, n):
