@@ -1,8 +1,8 @@
 """Every module of the package imports on its own, first, in a fresh interpreter.
 
 Why: inside one test session modules are imported in whatever order the tests happen to use, which
-hides circular imports (`cacovid.policy.tuning` → `cacovid.train` → … → `cacovid.policy.tuning`) that
-break a user's very first `import`.
+hides circular imports (a module that imports, through others, a module that imports it back) that
+break a user's very first `import`. `test_layers.py` checks the direction of every import statically.
 """
 
 from __future__ import annotations
