@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rewards", default="dense,accuracy", help="rollout rewards to compare")
     ap.add_argument("--eps", default="0.0001,0.05", help="advantage ε values to compare")
     ap.add_argument("--group-size", type=int, default=32)
-    ap.add_argument("--band-betas", default="2", help="band caps β to compare (method.md default 2)")
+    ap.add_argument("--band-betas", default="2", help="band caps β to compare (docs/method.md default 2)")
     ap.add_argument("--band-groups", default="2", help="band group sizes g to compare (default 2)")
     ap.add_argument(
         "--token-scopes", default="frame", help="token-mode band scopes to compare (frame, video)"
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--token-objectives",
         default="surrogate",
-        help="token-mode losses to compare: surrogate (method.md), contribution",
+        help="token-mode losses to compare: surrogate (docs/method.md), contribution",
     )
     ap.add_argument(
         "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"

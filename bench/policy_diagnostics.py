@@ -3,14 +3,14 @@
 Evidence recall at a retention ρ mixes three things, and each has a different fix:
 - **score saturation**: the keep-probabilities σ(s) of the per-token Bernoulli decisions. When they sit
   at 0 or 1 (|s| in the tens or hundreds) the clipped surrogate can barely move the ranking among the
-  top tokens, and RL stalls (method.md's optional KL to Bernoulli(½) is the brake).
+  top tokens, and RL stalls (docs/method.md's optional KL to Bernoulli(½) is the brake).
 - **token ranking**: recall of the global top ⌊ρN⌋ tokens by s (what α = 0 with the score fill keeps),
   and the AUC of evidence against the other tokens inside the frames that hold evidence.
 - **frame ranking**: the AUC of the frame head's u on evidence frames against the others. Selection
   with α > 0 spends the importance share by u, so a frame head below 0.5 costs recall. Beside it, the
   recall of the same top-K taken only inside the evidence frames (what a perfect frame ranking would
   allow) and the share of hard negatives that sit in frames without evidence.
-The recall of the policy's own selection settings (`selection.json`) and of method.md's defaults is
+The recall of the policy's own selection settings (`selection.json`) and of docs/method.md's defaults is
 printed beside them. The synthetic world knows the evidence, so every figure is exact per item.
 
     .venv/bin/python bench/policy_diagnostics.py --policy src/cacovid/policy/shipped/toy --items 60

@@ -1,4 +1,4 @@
-"""Dense reward vs accuracy reward on the trainer's own rollouts (method.md §6).
+"""Dense reward vs accuracy reward on the trainer's own rollouts (docs/method.md §6).
 
 The accuracy reward greedily generates an answer for every rollout and scores its text (what the
 trainer uses by default); the dense reward reads the probability of the correct answer from one

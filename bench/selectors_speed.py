@@ -9,7 +9,7 @@ Two prompt sizes:
   wired to the model as in evaluation (its time includes the full-length forward up to layer 2).
   CaCoVID runs an untrained policy built from the host (`CaCoVIDPolicy.from_host`): selection time
   does not depend on the weights. Its time includes the policy forward pass; the extra row
-  `cacovid:select-only` times the budgeted selection (method.md §3) alone from fixed scores.
+  `cacovid:select-only` times the budgeted selection (docs/method.md §3) alone from fixed scores.
 - `7b`: a fake LLaVA-OneVision-7B-sized prompt built from random tensors: 32 frames x 196 tokens =
   6,272 video tokens, hidden 3,584, with ~60 text tokens around the video. FastV's ranking comes from
   a stored random vector there (no 7B model), so its `7b` time is the ranking only (marked `*`).
@@ -109,7 +109,7 @@ def big_policy(device: torch.device, dtype: torch.dtype, text_config: dict[str, 
 
 
 class ScoresOnly:
-    """CaCoVID's budgeted selection (method.md §3) from fixed scores: the selection step without the
+    """CaCoVID's budgeted selection (docs/method.md §3) from fixed scores: the selection step without the
     policy forward, to separate the two parts of CaCoVID's compression time."""
 
     name = SELECT_ONLY

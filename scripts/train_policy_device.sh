@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# How the shipped toy policy's GPU stage was trained: `cacovid train` on one GPU, stopped by a hard
-# time limit (when the run is sized larger than the limit, its learning rate is still near its peak), then
-# the last checkpoint's policy and the log are copied out. A CPU stage then continues from it.
+# One GPU stage of CaCoVID policy training: `cacovid train` on one GPU, stopped by a hard time limit
+# (when the run is sized larger than the limit, its learning rate is still near its peak), then the
+# last checkpoint's policy and the log are copied out, for a CPU stage to continue from (--init-policy).
+# The policy shipped for the toy model was trained on a CPU alone (docs/experiments.md).
 # Usage: OUT=results_dir bash scripts/train_policy_device.sh
 # Env: PY (python3), DEVICE (cuda), LIMIT_S (420), N_ITEMS (3000), LR (5e-4), EPS (advantage ε, 1e-4),
 #      REWARD (accuracy | dense),

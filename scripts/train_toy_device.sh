@@ -5,7 +5,8 @@
 #      QA_MINUTES (6), LIMIT_S (hard stop for the training process, 480), LR (1e-3),
 #      INIT_FROM (weights to start from instead of from scratch), BENCH (1: GPU selector timings),
 #      EVIDENCE_DROP / OBJECT_KEEP (robustness to what a selector keeps; ToyTrainConfig).
-# The same recipe runs on the CPU (DEVICE=cpu), only slower; see README "The embedded toy model".
+# The same recipe runs on the CPU (DEVICE=cpu), only slower; phases, commands and figures are in
+# docs/experiments.md, "The embedded toy model".
 set -uo pipefail
 PY=${PY:-python3}
 OUT=${OUT:?set OUT to a results folder}
@@ -53,7 +54,7 @@ with tarfile.open(out / "export.tgz", "w:gz") as t:
     t.add(run / "log.jsonl", arcname="log.jsonl")
 PYEOF
 ls -la "$OUT"
-# GPU selection timings at LLaVA-OneVision-7B prompt size (bench/README.md), when a GPU is here.
+# GPU selection timings at LLaVA-OneVision-7B prompt size (bench/README.md), when CUDA is available.
 if [ "${BENCH:-1}" = 1 ] && $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   timeout "${BENCH_LIMIT_S:-60}" $PY bench/selectors_speed.py --device cuda --dtype bfloat16 --sizes 7b \
     --repeats 5 --json "$OUT/selectors_7b_cuda.json" 2>&1 | tee "$OUT/bench.txt"

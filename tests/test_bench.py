@@ -128,7 +128,7 @@ def test_gradient_alignment_rows(llava_llm, capsys):
         (0.12, "dense", 0.05),
     ]
     assert all(-1.0 <= r["cosine"] <= 1.0 for r in result["rows"])
-    assert all((r["beta"], r["group"]) == (2.0, 2) for r in result["rows"])  # method.md's sampler
+    assert all((r["beta"], r["group"]) == (2.0, 2) for r in result["rows"])  # docs/method.md's sampler
     assert "RL gradient vs evidence gradient" in capsys.readouterr().out
 
 
