@@ -1,6 +1,6 @@
 """The documents hold together: every relative link and image in README.md, docs/ and bench/README.md
 points to a file (and heading) that exists, and none of them reads as a log of how the project was
-built rather than as documentation (work sessions, borrowed machines, "measured here")."""
+built rather than as documentation of what it is (see PROCESS_WORDS)."""
 
 from __future__ import annotations
 
