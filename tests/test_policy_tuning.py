@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from cacovid.models import load_video_llm
 from cacovid.policy import CaCoVIDPolicy
 from cacovid.train.tuning import tune_selection, write_selection
 
-SHIPPED = "src/cacovid/policy/shipped/toy"
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cacovid" / "policy" / "shipped" / "toy"
 
 
 @pytest.fixture(scope="module")
