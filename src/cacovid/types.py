@@ -205,6 +205,8 @@ class QAItem:
     `answer_format` says how the model is asked to answer a multiple-choice question: "letter"
     (the usual benchmark instruction) or "option" (the option's own text, e.g. "red"; the embedded
     toy model answers this way, see toy/train.py). Scoring accepts either answer in both cases.
+    `counterfactual`: where the data set can ask it, the same video with a question about another
+    object (its own `evidence`); the harness measures question sensitivity with it.
     """
 
     id: str
@@ -218,6 +220,16 @@ class QAItem:
     evidence: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     answer_format: str = "letter"
+    counterfactual: QAItem | None = field(default=None, repr=False)
+
+    def counterfactual_item(self) -> QAItem:
+        """The counterfactual question about this item's video; a clear error where there is none."""
+        if self.counterfactual is None:
+            raise ValueError(
+                f"item {self.id!r} has no counterfactual question (only worlds with decoys ask one, "
+                f"e.g. --world preset=decoys)"
+            )
+        return self.counterfactual
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:

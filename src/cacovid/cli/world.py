@@ -77,7 +77,10 @@ def stats(
     per_family = world_stats(synthetic, split, n)
     cfg = synthetic.config
     table = Table(title=f"synthetic:{split}, {n} items, {cfg.num_tokens} video tokens per item")
-    columns = ("family", "n", "evidence %", "evidence tokens", "A", "B", "C", "D", "answers (min-max)")
+    columns = (
+        "family", "n", "evidence %", "evidence tokens", "decoy %", "decoy tokens",
+        "A", "B", "C", "D", "answers (min-max)",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "family" else "right")
     for family, s in per_family.items():
@@ -88,7 +91,15 @@ def stats(
             str(s.n),
             f"{100 * s.evidence_fraction:.2f}",
             f"{s.evidence_fraction * cfg.num_tokens:.1f}",
+            f"{100 * s.decoy_fraction:.2f}",
+            f"{s.decoy_fraction * cfg.num_tokens:.1f}",
             *letters,
             f"{len(s.answers)} values ({min(counts)}-{max(counts)})",
         )
     Console().print(table)
+    if cfg.num_decoys:
+        budgets = ", ".join(f"{int(r * 100)} %: {int(r * cfg.num_tokens)}" for r in (0.25, 0.1, 0.05))
+        Console().print(
+            f"decoy tokens: non-evidence cells where an object that comes and goes shows; "
+            f"token budgets ({budgets})"
+        )

@@ -17,15 +17,24 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "DECOY_FAMILIES",
     "EVIDENCE_MIN_FRACTION",
     "FAMILIES",
     "MAX_FRAMES",
+    "PRESETS",
     "SPLIT_STRIDE",
     "WorldConfig",
     "parse_world_overrides",
 ]
 
 FAMILIES: tuple[str, ...] = ("color", "shape", "motion", "order", "count")
+# Families that can be asked in a world with decoys. `motion` ("which way does the red square
+# move ?") names its target by colour, which the embedded model reads reliably; with decoys every
+# object that comes and goes has a colour of its own while the objects that stay in view show every
+# colour, so the named colour does not make the target stand out: only colour *and* coming and going
+# together find it. The other families name their target by shape (read poorly at 16 px) or ask
+# about several objects at once.
+DECOY_FAMILIES: tuple[str, ...] = ("motion",)
 # The default leaves out two families the embedded from-scratch toy model does not learn (measured;
 # see README "The embedded toy model"), so that its compression results mean something:
 # - `shape` (identity: "which shape is red ?") needs shape recognition at 16 px: ~15 % per token;
@@ -35,6 +44,25 @@ FAMILIES: tuple[str, ...] = ("color", "shape", "motion", "order", "count")
 # Both stay one flag away: `--world families=color:shape:motion:order:count`.
 DEFAULT_FAMILIES: tuple[str, ...] = ("color", "motion", "order")
 MAX_FRAMES = 64
+# Named worlds (`--world preset=NAME`; other keys override the preset's values):
+# - classic: one object comes and goes, the others stay in view; a question-blind "what is new in
+#   this frame" signal finds the evidence.
+# - decoys: seven more objects come and go like the target (same sizes, durations, fast axis-aligned
+#   motion), each in a colour of its own, while the objects that stay in view show every colour;
+#   only the question tells which one matters. Objects are larger and stay longer than in `classic`
+#   so that what comes and goes is about 2.4x the 10 % token budget and 4.7x the 5 % one.
+PRESETS: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "decoys": {
+        "families": ("motion",),
+        "num_decoys": 7,
+        "num_distractors": 8,
+        "target_size": (20, 28),
+        "target_frames": (6, 10),
+    },
+}
+# Decoys and the target each have a colour of their own, out of the palette's 8.
+MAX_DECOYS = 7
 # Item seeds of different splits lie this far apart, so `seed_offset + index` must stay below it.
 SPLIT_STRIDE = 10**9
 # A token cell holds an object when at least this fraction of its pixels are that object's pixels.
@@ -110,6 +138,11 @@ class WorldConfig:
     - `target_size`: (low, high) side of a target's bounding box in pixels.
     - `target_frames`: (low, high) number of frames a target is visible in (the `count` family
       extends the high end to low + 3 so its four consecutive options are all possible answers).
+    - `num_decoys`: objects that come and go like a target (sizes from `target_size`, visible for
+      `target_frames` consecutive frames, moving fast along an axis), each in a colour no other
+      such object has, but never the answer; the objects that stay in view then take the palette's
+      colours in turn, so every colour also appears on one of them. Only families of
+      `DECOY_FAMILIES` can be asked with decoys.
     - `seed_offset`: shifts every item seed, giving a fresh world with the same statistics.
     - `families`: the question families generated, assigned round-robin by item index.
     - `answer_format`: "option" (answer with the option text, what the embedded toy model was
@@ -126,6 +159,7 @@ class WorldConfig:
     target_size: tuple[int, int] = (14, 20)
     target_frames: tuple[int, int] = (3, 5)
     seed_offset: int = 0
+    num_decoys: int = 0
     families: tuple[str, ...] = field(default=DEFAULT_FAMILIES)
     answer_format: str = "option"
 
@@ -138,7 +172,15 @@ class WorldConfig:
 
     # ---- validation ---------------------------------------------------------------------------
     def _validate(self) -> None:
-        for name in ("frames", "frame_size", "token_grid", "num_distractors", "num_salient", "seed_offset"):
+        for name in (
+            "frames",
+            "frame_size",
+            "token_grid",
+            "num_distractors",
+            "num_salient",
+            "seed_offset",
+            "num_decoys",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"world config {name} must be an integer, got {value!r}")
@@ -153,6 +195,19 @@ class WorldConfig:
             )
         if not 0 <= self.num_distractors <= 32:
             raise ValueError(f"world config num_distractors must be in [0, 32], got {self.num_distractors}")
+        if not 0 <= self.num_decoys <= MAX_DECOYS:
+            raise ValueError(
+                f"world config num_decoys must be in [0, {MAX_DECOYS}] (every object that comes and "
+                f"goes has a colour of its own), got {self.num_decoys}"
+            )
+        if self.num_decoys:
+            wrong = [f for f in self.families if f not in DECOY_FAMILIES]
+            if wrong:
+                raise ValueError(
+                    f"world config families {wrong} cannot be asked with decoys (num_decoys="
+                    f"{self.num_decoys}): they name the target by an attribute decoys would share; "
+                    f"families for a world with decoys: {DECOY_FAMILIES}"
+                )
         if not 0 <= self.num_salient <= self.num_distractors:
             raise ValueError(
                 f"world config num_salient must be in [0, num_distractors={self.num_distractors}], "
@@ -245,11 +300,17 @@ class WorldConfig:
             return self
         if isinstance(overrides, str):
             overrides = parse_world_overrides(overrides)
+        base = self
+        if "preset" in overrides:
+            overrides = dict(overrides)
+            base = WorldConfig.preset(str(overrides.pop("preset")).strip())
         known = {f.name for f in fields(self)}
         changes: dict[str, Any] = {}
         for key, text in overrides.items():
             if key not in known:
-                raise ValueError(f"unknown world config key {key!r}; known keys: {sorted(known)}")
+                raise ValueError(
+                    f"unknown world config key {key!r}; known keys: {sorted(known | {'preset'})}"
+                )
             text = str(text).strip()
             if key == "distractor_salience":
                 changes[key] = _float(key, text)
@@ -261,7 +322,27 @@ class WorldConfig:
                 changes[key] = text
             else:
                 changes[key] = _int(key, text)
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(base, **changes)
+        except ValueError as err:
+            if base is self:
+                raise
+            raise ValueError(f"{err} (with the world preset's values: {base.preset_name})") from None
+
+    @classmethod
+    def preset(cls, name: str) -> WorldConfig:
+        """The named world of `PRESETS` ("classic": the default config; "decoys": see PRESETS)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown world preset {name!r}; known presets: {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+    @property
+    def preset_name(self) -> str | None:
+        """The preset this config equals exactly, or None for a custom world."""
+        for name in PRESETS:
+            if WorldConfig.preset(name) == self:
+                return name
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists), as stored in result files."""

@@ -25,7 +25,16 @@ from cacovid.data.synthetic.config import MAX_FRAMES, WorldConfig
 from cacovid.data.synthetic.palette import COLOR_NAMES, SHAPE_NAMES
 from cacovid.data.synthetic.scene import DIRECTIONS, Scene, TargetSpec
 
-__all__ = ["LETTERS", "TEMPLATES", "VOCABULARY", "Plan", "ask", "plan"]
+__all__ = [
+    "LETTERS",
+    "TEMPLATES",
+    "VOCABULARY",
+    "Counterfactual",
+    "Plan",
+    "ask",
+    "ask_counterfactual",
+    "plan",
+]
 
 LETTERS = "ABCD"
 TEMPLATES: dict[str, str] = {
@@ -65,6 +74,29 @@ class Plan:
     forbidden_colors: set[str] = field(default_factory=set)
     # Values fixed at plan time that `ask` needs (e.g. the absent shapes of `order`).
     extra: dict = field(default_factory=dict)
+    # Objects that come and go like the target but never carry the answer (worlds with decoys).
+    decoys: list[TargetSpec] = field(default_factory=list)
+
+
+def _with_decoys(p: Plan, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
+    """Add `cfg.num_decoys` decoys to a `motion` plan: each a colour of its own, any shape and way.
+
+    The question names the target's colour and shape; no decoy has its colour, so the question
+    stays well posed, while distractors may now share the colour (or the shape, not both).
+    """
+    lo, hi = cfg.target_frames
+    colors = [str(c) for c in rng.permutation([c for c in COLOR_NAMES if c != p.extra["color"]])]
+    p.decoys = [
+        TargetSpec(
+            _pick(rng, SHAPE_NAMES),
+            color,
+            _window(rng, cfg.frames, _length(rng, max(lo, 2), hi)),
+            _pick(rng, tuple(DIRECTIONS)),
+        )
+        for color in colors[: cfg.num_decoys]
+    ]
+    p.forbidden_shapes, p.forbidden_colors = set(), set()
+    return p
 
 
 def _window(rng: np.random.Generator, frames: int, length: int) -> tuple[int, ...]:
@@ -96,7 +128,7 @@ def plan(family: str, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
         shape, color = _pick(rng, SHAPE_NAMES), _pick(rng, COLOR_NAMES)
         direction = _pick(rng, tuple(DIRECTIONS))
         spec = TargetSpec(shape, color, _window(rng, T, _length(rng, max(lo, 2), hi)), direction)
-        return Plan(
+        p = Plan(
             family,
             direction,
             [spec],
@@ -104,6 +136,7 @@ def plan(family: str, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
             forbidden_colors={color},
             extra={"shape": shape, "color": color},
         )
+        return _with_decoys(p, rng, cfg) if cfg.num_decoys else p
     if family == "order":
         # Four distinct colours: first target, second target, and two colours absent from the video.
         # Colours, not shapes: a from-scratch toy model reads colour per token far more reliably than
@@ -173,3 +206,30 @@ def ask(p: Plan, rng: np.random.Generator, scene: Scene) -> tuple[str, list[str]
         raise ValueError(f"unknown question family {p.family!r}")
     options = [values[i] for i in rng.permutation(len(values))]
     return problem, options, LETTERS[options.index(p.answer)]
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """A question about another object of the same video: problem, options, letter, which object."""
+
+    problem: str
+    options: list[str]
+    solution: str
+    answer: str
+    decoy: int  # index into Plan.decoys
+
+
+def ask_counterfactual(p: Plan, rng: np.random.Generator) -> Counterfactual | None:
+    """The same family's question about the first decoy, or None where the world has no decoys.
+
+    Asked of the same video, it names an object that comes and goes exactly like the target does, so
+    a selector that reads the question must move its budget to that object; a question-blind one
+    cannot. Drawn after the item's own question, so it changes nothing about the item.
+    """
+    if not p.decoys or p.family != "motion":
+        return None
+    decoy = p.decoys[0]
+    problem = TEMPLATES["motion"].format(color=decoy.color, shape=decoy.shape)
+    options = [str(v) for v in rng.permutation(list(DIRECTIONS))]
+    answer = str(decoy.direction)
+    return Counterfactual(problem, options, LETTERS[options.index(answer)], answer, 0)

@@ -10,6 +10,8 @@ Design choices that keep the benchmark honest:
 - `num_salient` distractors are large, brighter and outlined (scaled by `distractor_salience`): they
   attract attention-style token selection but never carry the answer.
 - Targets avoid overlapping distractors where possible and are drawn on top, so they are always seen.
+- Decoys (`num_decoys`) come and go exactly like targets (same sizes, durations and motion) and are
+  drawn beneath them: only the question tells a decoy from the target.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class SceneObject:
     """One object. `positions` (T, 2) int: top-left (y, x) of its sprite per frame; `visible` (T,) bool.
 
     The sprite is `size` pixels plus `outline` pixels of rim on each side. `role` is "target",
-    "salient" or "distractor".
+    "decoy", "salient" or "distractor".
     """
 
     role: str
@@ -129,7 +131,12 @@ def _bouncing_path(
 
 
 def _distractors(
-    rng: np.random.Generator, cfg: WorldConfig, shapes: list[str], colors: list[str]
+    rng: np.random.Generator,
+    cfg: WorldConfig,
+    shapes: list[str],
+    colors: list[str],
+    cover_colors: bool = False,
+    forbidden_pairs: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[SceneObject]:
     s = float(cfg.distractor_salience)
     t_lo, t_hi = cfg.target_size
@@ -142,13 +149,20 @@ def _distractors(
     outline = round(3 * s * cfg.frame_size / 112)
     salient_brightness = ORDINARY_BRIGHTNESS + (1 - ORDINARY_BRIGHTNESS) * s
     objects = []
+    # With decoys the objects that stay in view take the colours in turn (a random order), so every
+    # colour a question can name also shows on an object that never carries the answer.
+    cycle = [str(c) for c in rng.permutation(colors)] if cover_colors else []
     for k in range(cfg.num_distractors):
         salient = k < cfg.num_salient
         size = int(rng.integers(sal_lo, sal_hi + 1) if salient else rng.integers(ord_lo, ord_hi + 1))
+        shape = str(rng.choice(shapes))
+        color = cycle[k % len(cycle)] if cover_colors else str(rng.choice(colors))
+        while (shape, color) in forbidden_pairs:
+            shape = str(rng.choice(shapes))
         obj = SceneObject(
             role="salient" if salient else "distractor",
-            shape=str(rng.choice(shapes)),
-            color=str(rng.choice(colors)),
+            shape=shape,
+            color=color,
             size=size,
             positions=np.zeros((cfg.frames, 2), dtype=np.int64),
             visible=np.ones(cfg.frames, dtype=bool),
@@ -177,7 +191,11 @@ def _overlap_cost(
 
 
 def _target(
-    rng: np.random.Generator, cfg: WorldConfig, spec: TargetSpec, others: list[SceneObject]
+    rng: np.random.Generator,
+    cfg: WorldConfig,
+    spec: TargetSpec,
+    others: list[SceneObject],
+    role: str = "target",
 ) -> SceneObject:
     size = int(rng.integers(cfg.target_size[0], cfg.target_size[1] + 1))
     limit = cfg.frame_size - size
@@ -214,7 +232,7 @@ def _target(
     free = np.flatnonzero(cost == 0)
     choice = int(free[0]) if free.size else int(cost.argmin())
     return SceneObject(
-        role="target",
+        role=role,
         shape=spec.shape,
         color=spec.color,
         size=size,
@@ -232,19 +250,28 @@ def sample_scene(
     *,
     forbidden_shapes: set[str] | frozenset[str] = frozenset(),
     forbidden_colors: set[str] | frozenset[str] = frozenset(),
+    decoys: list[TargetSpec] | tuple[TargetSpec, ...] = (),
 ) -> Scene:
-    """Sample a scene holding `targets`; distractors avoid the forbidden shapes and colours.
+    """Sample a scene holding `targets` and `decoys`; distractors avoid the forbidden shapes and colours.
 
     The forbidden sets keep a question's key attribute unique (no distractor triangle when the
-    question says "the triangle"). Draw order: salient distractors, ordinary ones, then targets.
+    question says "the triangle"). Draw order: salient distractors, ordinary ones, decoys (each
+    placed to avoid the objects before it), then targets (avoiding all of them).
     """
     shapes = [s for s in SHAPE_NAMES if s not in forbidden_shapes]
     colors = [c for c in COLOR_NAMES if c not in forbidden_colors]
     if cfg.num_distractors and (not shapes or not colors):
         raise ValueError("no shape or colour left for distractors after the uniqueness constraints")
     scene = Scene(background=_background(rng, cfg))
-    scene.objects.extend(_distractors(rng, cfg, shapes, colors))
-    distractors = list(scene.objects)
+    # With decoys, a distractor may share a target's or decoy's colour or shape but not both ("the red
+    # square" stays one object, for the question and for its counterfactual).
+    pairs = frozenset((t.shape, t.color) for t in [*targets, *decoys]) if decoys else frozenset()
+    scene.objects.extend(
+        _distractors(rng, cfg, shapes, colors, cover_colors=bool(decoys), forbidden_pairs=pairs)
+    )
+    for spec in decoys:
+        scene.objects.append(_target(rng, cfg, spec, list(scene.objects), role="decoy"))
+    others = list(scene.objects)
     for spec in targets:
-        scene.objects.append(_target(rng, cfg, spec, distractors))
+        scene.objects.append(_target(rng, cfg, spec, others))
     return scene

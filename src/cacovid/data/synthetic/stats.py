@@ -23,6 +23,9 @@ class FamilyStats:
 
     n: int = 0
     evidence_fraction: float = 0.0  # mean over items of (evidence tokens / all video tokens)
+    # mean over items of (tokens where a decoy shows and no target does / all video tokens): content
+    # that comes and goes like the evidence but does not answer the question
+    decoy_fraction: float = 0.0
     letters: Counter = field(default_factory=Counter)  # correct letter -> count
     answers: Counter = field(default_factory=Counter)  # correct option value -> count
 
@@ -35,15 +38,23 @@ class FamilyStats:
 def world_stats(world: SyntheticWorld, split: str, n: int, start: int = 0) -> dict[str, FamilyStats]:
     """Generate n items of `split` and summarise them per family (families in config order)."""
     fractions: dict[str, list[float]] = defaultdict(list)
+    decoys: dict[str, list[float]] = defaultdict(list)
     out = {family: FamilyStats() for family in world.config.families}
-    for item in world.items(split, n, start=start):
+    world.seed(split, start)  # validate split and start before generating anything
+    for index in range(start, start + n):
+        sample = world.sample(split, index)
+        item = sample.item
         stats = out[item.family]
         stats.n += 1
         stats.letters[item.solution] += 1
         stats.answers[item.meta["answer"]] += 1
         fractions[item.family].append(float(np.mean(item.evidence)))
+        is_decoy = np.array([o.role == "decoy" for o in sample.scene.objects], dtype=bool)
+        decoy_cells = sample.rendered.present[..., is_decoy].any(axis=-1) & ~item.evidence
+        decoys[item.family].append(float(np.mean(decoy_cells)))
     for family, values in fractions.items():
         out[family].evidence_fraction = float(np.mean(values))
+        out[family].decoy_fraction = float(np.mean(decoys[family]))
     return {family: stats for family, stats in out.items() if stats.n}
 
 

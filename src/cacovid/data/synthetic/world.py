@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cacovid.data.synthetic.config import SPLIT_STRIDE, WorldConfig
-from cacovid.data.synthetic.questions import ask, plan
+from cacovid.data.synthetic.questions import ask, ask_counterfactual, plan
 from cacovid.data.synthetic.render import Rendered, render_scene
 from cacovid.data.synthetic.scene import Scene, sample_scene
 from cacovid.types import QAItem
@@ -67,10 +67,16 @@ class SyntheticWorld:
         rng = np.random.default_rng(seed)
         p = plan(family, rng, cfg)
         scene = sample_scene(
-            rng, cfg, p.targets, forbidden_shapes=p.forbidden_shapes, forbidden_colors=p.forbidden_colors
+            rng,
+            cfg,
+            p.targets,
+            forbidden_shapes=p.forbidden_shapes,
+            forbidden_colors=p.forbidden_colors,
+            decoys=p.decoys,
         )
         rendered = render_scene(scene, cfg)
         problem, options, letter = ask(p, rng, scene)
+        counterfactual = ask_counterfactual(p, rng)
         meta = {
             "answer": p.answer,
             "seed": seed,
@@ -95,6 +101,22 @@ class SyntheticWorld:
             meta=meta,
             answer_format=cfg.answer_format,
         )
+        if counterfactual is not None:
+            # Decoys are drawn right after the distractors, in plan order.
+            index = cfg.num_distractors + counterfactual.decoy
+            item.counterfactual = QAItem(
+                id=f"{item.id}:counterfactual",
+                problem=counterfactual.problem,
+                options=counterfactual.options,
+                solution=counterfactual.solution,
+                problem_type="multiple choice",
+                family=family,
+                frames=rendered.frames,
+                evidence=rendered.present[..., index].copy(),
+                meta={**meta, "answer": counterfactual.answer, "counterfactual_of": item.id},
+                answer_format=cfg.answer_format,
+            )
+            meta["counterfactual_object"] = index + 1  # as in token_object
         return WorldSample(item=item, scene=scene, rendered=rendered)
 
     def item(self, split: str, index: int) -> QAItem:
