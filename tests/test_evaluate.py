@@ -44,7 +44,7 @@ TIMING = ("compression_ms",)
 def adapter():
     from cacovid.data.synthetic import VOCABULARY
     from cacovid.models import LlavaOneVisionVideoLLM
-    from cacovid.models.tiny import tiny_llava_onevision
+    from cacovid.testing.tiny import tiny_llava_onevision
 
     model, processor = tiny_llava_onevision(
         list(VOCABULARY), text_hidden=64, text_layers=2, vision_hidden=32, vision_layers=1, seed=3
@@ -432,3 +432,38 @@ def test_selection_options_travel_with_the_policy(llava_llm, tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps({"alhpa": 0.7}))
     with pytest.raises(ValueError, match="alhpa"):
         build_methods(["cacovid"], llava_llm, policy=str(tmp_path))
+
+
+def test_question_sensitivity_of_blind_selectors_is_their_base_rate(adapter, tmp_path):
+    """On items with a counterfactual question, a selector that ignores the question keeps the same
+    tokens when asked about the other object (sensitivity = base rate, Jaccard 1); one that reads
+    the question (`relevance`) moves its selection."""
+    source = synthetic_source("preset=decoys,frames=4,target_frames=2:3", "test", 4)
+    methods = build_methods(
+        parse_methods("random,uniform,novelty,relevance", references=True), adapter, seed=1
+    )
+    summary = run_evaluation(adapter, source, methods, tmp_path, EvalConfig(ratios=(0.25, 0.1)))
+    rows = read_rows(tmp_path / "items.jsonl")
+    for row in rows:
+        if row["method"] in ("full", "blind"):
+            assert row["question_sensitivity"] is None
+            continue
+        assert 0.0 <= row["question_sensitivity"] <= 1.0
+        if row["method"] in ("random", "uniform", "novelty"):
+            assert row["question_sensitivity"] == row["question_base_rate"]
+            assert row["question_jaccard"] == 1.0
+        if row["method"] == "oracle":  # ground truth follows the question: all of the other object
+            assert row["question_sensitivity"] == 1.0
+    relevance = [r for r in rows if r["method"] == "relevance"]
+    assert min(r["question_jaccard"] for r in relevance) < 1.0
+    by_key = {(r["method"], r["ratio"]): r for r in summary["rows"]}
+    random_row = by_key[("random", 0.1)]
+    assert random_row["question_sensitivity"] == pytest.approx(random_row["question_base_rate"])
+    assert by_key[("full", 1.0)]["question_sensitivity"] is None
+
+
+def test_question_sensitivity_is_null_without_counterfactuals(adapter, tmp_path):
+    methods = build_methods(parse_methods("random", references=False), adapter)
+    summary = run_evaluation(adapter, _source(2), methods, tmp_path, EvalConfig(ratios=(0.25,)))
+    (row,) = summary["rows"]
+    assert row["question_sensitivity"] is None and row["question_jaccard"] is None

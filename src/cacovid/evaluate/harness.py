@@ -17,6 +17,14 @@ Failures never stop the run: an unreadable video, a selector that raises, a gene
 answer that names no option is recorded in the row's `error` / `error_kind` and the run goes on.
 A failed batched generation is retried row by row so one bad row cannot sink the group.
 
+Question sensitivity: for an item that carries a counterfactual question (the same video, asked about
+another object; `QAItem.counterfactual`), every selector row also selects on the counterfactual
+prompt, with the row's own seed, and records how much of the counterfactual object's evidence it
+keeps then (`question_sensitivity`) and when asked the item's own question (`question_base_rate`),
+and the Jaccard overlap of the two selections (`question_jaccard`). A selector that ignores the
+question keeps the same tokens both times: its sensitivity equals its base rate. Where the
+counterfactual cannot be encoded or selected, the three stay null and the row itself is unaffected.
+
 Randomness: every row gets its own generator seeded from (seed, item id, method, ratio), so a row's
 result does not depend on which rows were computed before it, in this run or a resumed one.
 """
@@ -32,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cacovid.data.sources import ItemSource
 from cacovid.evaluate.methods import Method
 from cacovid.evaluate.records import (
     ITEMS_FILE,
@@ -48,7 +57,6 @@ from cacovid.evaluate.records import (
     write_json,
 )
 from cacovid.evaluate.scoring import score_answer
-from cacovid.evaluate.sources import ItemSource
 from cacovid.evaluate.summary import summarize
 from cacovid.types import EncodedPrompt, QAItem, Selection
 
@@ -67,7 +75,8 @@ class EvalConfig:
     `batch_size` = items whose rows share one batched generate call (all (method, ratio) rows of an
     item always do). `max_new_tokens` bounds the greedy answer. `retry_errors` recomputes rows that
     recorded a pipeline error (encode / select / generate / score; not unparsable answers).
-    `keep_masks` stores each row's keep mask (compact) for heat-maps.
+    `keep_masks` stores each row's keep mask (compact) for heat-maps. `question_sensitivity`
+    measures it on items that carry a counterfactual question (see the module docstring).
     """
 
     ratios: Sequence[float] = (0.25, 0.1)
@@ -76,6 +85,7 @@ class EvalConfig:
     seed: int = 0
     retry_errors: bool = False
     keep_masks: bool = True
+    question_sensitivity: bool = True
 
     def __post_init__(self) -> None:
         ratios = [float(r) for r in self.ratios]
@@ -110,6 +120,7 @@ class _Pending:
     tasks: list[tuple[Method, float]]
     prompt: EncodedPrompt | None = None
     error: str | None = None
+    counterfactual: EncodedPrompt | None = None
 
 
 def row_generator(seed: int, item_id: str, method: str, ratio: float) -> torch.Generator:
@@ -238,6 +249,37 @@ class Harness:
             pending.prompt = self.adapter.encode_item(pending.item, vision_attention=vision_attention)
         except Exception as exc:  # an unreadable video must not stop the run
             pending.error = _error_text(exc)
+            return
+        cf = pending.item.counterfactual
+        wanted = any(m.kind == "select" for m, _ in pending.tasks)
+        if cf is not None and wanted and self.config.question_sensitivity:
+            try:
+                pending.counterfactual = self.adapter.encode_item(cf, vision_attention=vision_attention)
+            except Exception:  # the metric is optional; the item's own rows go on
+                pending.counterfactual = None
+
+    def _question_sensitivity(
+        self, row: dict[str, Any], pending: _Pending, method: Method, ratio: float, keep: torch.Tensor
+    ) -> None:
+        """Select on the counterfactual prompt (same seed) and record the three figures in `row`."""
+        cf_prompt = pending.counterfactual
+        if cf_prompt is None or method.kind != "select" or cf_prompt.evidence_mask is None:
+            return
+        cf_ev = cf_prompt.evidence_mask.detach().cpu().to(torch.bool)
+        if int(cf_ev.sum()) == 0 or cf_ev.shape != keep.shape:
+            return
+        try:
+            gen = row_generator(self.config.seed, str(pending.item.id), method.name, ratio)
+            cf_keep = method.select(cf_prompt, ratio, gen).keep.detach().cpu().to(torch.bool)
+        except Exception:
+            return
+        n_ev = float(cf_ev.sum())
+        union = float((keep | cf_keep).sum())
+        row.update(
+            question_sensitivity=float((cf_keep & cf_ev).sum()) / n_ev,
+            question_base_rate=float((keep & cf_ev).sum()) / n_ev,
+            question_jaccard=float((keep & cf_keep).sum()) / union if union else 1.0,
+        )
 
     def _process(self, group: list[_Pending], writer: RowWriter) -> None:
         for pending in group:
@@ -261,6 +303,7 @@ class Harness:
                 except Exception as exc:
                     row.update(error=_error_text(exc), error_kind="select")
                     continue
+                self._question_sensitivity(row, pending, method, ratio, selection.keep.detach().cpu().bool())
                 gen_rows.append((pending.prompt, selection.keep.cpu(), selection.embeds))
                 gen_refs.append(row)
             per_item.append(rows)
@@ -321,6 +364,9 @@ class Harness:
             "parsed_answer": None,
             "solution": item.solution,
             "evidence_recall": None,
+            "question_sensitivity": None,
+            "question_base_rate": None,
+            "question_jaccard": None,
             "compression_ms": None,
             "keep": None,
             "evidence": None,

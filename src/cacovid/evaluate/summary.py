@@ -15,6 +15,11 @@ Definitions (one row of the summary per (method, ratio)):
 - `kept_tokens_mean`: mean kept video tokens; `compression_ms`: median selection time.
 - `per_family`: accuracy per question family.
 - `flop_equivalent_ratio` (FastV-style rows only): mean input ratio with equal prefill FLOPs.
+- `question_sensitivity` (items with a counterfactual question, selector rows): mean share of the
+  counterfactual target's evidence the selector keeps when asked the counterfactual question;
+  `question_base_rate`: the same share kept when asked the item's own question (what a
+  question-blind selector keeps either way); `question_jaccard`: mean overlap of the two selections.
+  None where no row has them (older result files, data sets without counterfactuals).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from cacovid.evaluate.records import RUN_FILE, latest_rows, ratio_key, read_json
 # Reference rows come first in tables, in this order.
 REFERENCE_METHODS = ("full", "blind", "oracle")
 PIPELINE_ERRORS = ("encode", "select", "generate", "score")
+# Per-row question-sensitivity figures (see the module docstring), averaged per (method, ratio).
+QUESTION_KEYS = ("question_sensitivity", "question_base_rate", "question_jaccard")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -102,6 +109,8 @@ def summarize_group(
         if fam_scores:
             per_family[fam] = float(sum(fam_scores) / len(fam_scores))
     out["per_family"] = per_family
+    for key in QUESTION_KEYS:
+        out[key] = _mean([float(r[key]) for r in group if r.get(key) is not None])
     flop_eq = [float(r["flop_equivalent_ratio"]) for r in group if r.get("flop_equivalent_ratio") is not None]
     if flop_eq:
         out["flop_equivalent_ratio"] = _mean(flop_eq)
