@@ -20,6 +20,8 @@ from cacovid.selectors import (
     OracleSelector,
     PruneVidSelector,
     RandomSelector,
+    RelevanceNoveltySelector,
+    RelevanceSelector,
     UniformSelector,
     VidCom2Selector,
     VisionZipSelector,
@@ -45,6 +47,8 @@ BASELINES = [
     "prunevid",
     "dycoke",
     "novelty",
+    "relevance",
+    "relevance_novelty",
     "fastv",
 ]
 MERGING = {"visionzip", "fastvid", "prunevid"}
@@ -297,6 +301,47 @@ def test_novelty_keeps_the_object_other_frames_lack_even_when_others_move():
     # DyCoke's same-location comparison cannot tell: with frame 0 as pivot it keeps a frame-1 token
     # that only moved (e0 at location 1), not the one-off e3.
     assert not DyCokeSelector(window=3).select(make_prompt(torch.cat([f0, f1, f2])), 5 / 12).keep[6]
+
+
+def _question_prompt(question: list[torch.Tensor]) -> EncodedPrompt:
+    """Video tokens e0 e1 | e0 e2 (two frames of two), then the question's token embeddings."""
+    e = torch.eye(4)
+    video = torch.stack([e[0], e[1], e[0], e[2]])
+    embeds = torch.cat([torch.full((1, 4), 0.5), video, torch.stack(question)])
+    L = embeds.shape[0]
+    return EncodedPrompt(
+        inputs_embeds=embeds,
+        position_ids=torch.arange(L),
+        attention_mask=torch.ones(L, dtype=torch.long),
+        video_positions=torch.arange(1, 5),
+        video_grid=(2, 1, 2),
+    )
+
+
+def test_relevance_keeps_what_the_question_names_and_follows_the_question():
+    e = torch.eye(4)
+    generic = torch.ones(4)  # a template word, as similar to every video token: centred away
+    keep = RelevanceSelector().select(_question_prompt([generic, e[2]]), 0.25).keep
+    assert keep.nonzero().squeeze(1).tolist() == [3]
+    keep = RelevanceSelector().select(_question_prompt([generic, e[1]]), 0.25).keep
+    assert keep.nonzero().squeeze(1).tolist() == [1]
+
+
+def test_relevance_novelty_blends_the_two_scores():
+    e = torch.eye(4)
+    # The question names e0, which both frames show (no novelty); e1 and e2 are each seen once.
+    prompt = _question_prompt([torch.ones(4), e[0]])
+    assert RelevanceNoveltySelector(novelty_weight=0.0).select(prompt, 0.25).keep[0]
+    novel = RelevanceNoveltySelector(novelty_weight=100.0).select(prompt, 0.25).keep
+    assert novel.tolist() == NoveltySelector().select(prompt, 0.25).keep.tolist()
+    with pytest.raises(ValueError, match="novelty_weight"):
+        RelevanceNoveltySelector(novelty_weight=-1.0)
+
+
+def test_relevance_needs_a_question_after_the_video():
+    prompt = make_prompt(torch.randn(2, 2, 2, 3), n_after=0)
+    with pytest.raises(ValueError, match="no text after the video"):
+        RelevanceSelector().select(prompt, 0.5)
 
 
 def test_dycoke_budget_below_pivots_spreads_over_pivots():

@@ -14,6 +14,7 @@ from cacovid.selectors.novelty import NoveltySelector
 from cacovid.selectors.prunevid import PruneVidSelector
 from cacovid.selectors.reference import OracleSelector, RandomSelector, UniformSelector
 from cacovid.selectors.registry import SELECTORS, available_selectors, get_selector, register
+from cacovid.selectors.relevance import RelevanceNoveltySelector, RelevanceSelector
 from cacovid.selectors.vidcom2 import VidCom2Selector
 from cacovid.selectors.visionzip import VisionZipSelector
 
@@ -29,6 +30,8 @@ __all__ = [
     "OracleSelector",
     "PruneVidSelector",
     "RandomSelector",
+    "RelevanceNoveltySelector",
+    "RelevanceSelector",
     "UniformSelector",
     "VidCom2Selector",
     "VisionZipSelector",

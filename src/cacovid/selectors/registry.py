@@ -16,6 +16,7 @@ from cacovid.selectors.fastvid import FastVIDSelector
 from cacovid.selectors.novelty import NoveltySelector
 from cacovid.selectors.prunevid import PruneVidSelector
 from cacovid.selectors.reference import OracleSelector, RandomSelector, UniformSelector
+from cacovid.selectors.relevance import RelevanceNoveltySelector, RelevanceSelector
 from cacovid.selectors.vidcom2 import VidCom2Selector
 from cacovid.selectors.visionzip import VisionZipSelector
 from cacovid.types import Selector
@@ -34,6 +35,8 @@ SELECTORS: dict[str, SelectorFactory] = {
     "prunevid": PruneVidSelector,
     "dycoke": DyCokeSelector,
     "novelty": NoveltySelector,
+    "relevance": RelevanceSelector,
+    "relevance_novelty": RelevanceNoveltySelector,
     "fastv": FastVSelector,
 }
 
