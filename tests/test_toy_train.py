@@ -278,3 +278,65 @@ def test_sample_keep_without_the_options_draws_what_it_drew_before():
         share = torch.rand((), generator=ref).item() * cfg.other_keep_max
         assert torch.equal(keep, (torch.rand(ev.shape, generator=ref) < share) | ev)
         assert torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_track_labels_cover_decoys():
+    from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+    from cacovid.toy.train import _DIRECTION_INDEX, track_labels
+
+    item = SyntheticWorld(WorldConfig.preset("decoys")).item("train", 0)
+    motion, count = track_labels(item)
+    cells = item.meta["token_object"].reshape(-1)
+    for k, o in enumerate(item.meta["objects"], start=1):
+        own = torch.from_numpy(cells == k)
+        if o["role"] == "decoy" and own.any():
+            labelled = motion[own]
+            assert set(labelled.tolist()) <= {0, _DIRECTION_INDEX[o["direction"]]}
+            assert (count[own] > 0).all()
+        elif o["role"] in ("salient", "distractor"):
+            assert (count[own] == 0).all()
+
+
+def test_mix_worlds_draw_one_world_per_step_deterministically(tmp_path):
+    from cacovid.toy.train import _StepBatches
+
+    tr = ToyTrainer(_config(tmp_path))
+    mix = {"frames=6": 1.0, "preset=decoys,frames=8,target_frames=2:4": 1.0}
+    data = _StepBatches(tr.world, tr.batcher, 2, mix_worlds=mix)
+    frames = [data[s][0].frames.shape[0] for s in range(12)]
+    assert set(frames) == {6, 8}
+    assert frames == [data[s][0].frames.shape[0] for s in range(12)]  # a pure function of the step
+    assert all(len({it.frames.shape[0] for it in data[s]}) == 1 for s in range(6))  # one world a batch
+    with pytest.raises(ValueError, match="mix_worlds"):
+        _StepBatches(tr.world, tr.batcher, 2, mix_worlds={"frames=6": 0.0})
+    tr2 = ToyTrainer(
+        _config(tmp_path / "mix", mix_worlds=mix, val_worlds=["preset=decoys,frames=8,target_frames=2:4"])
+    )
+    tr2.fit(progress=False)  # steps on both worlds
+    val = tr2.validate_all(4)
+    assert {"full", "preset=decoys,frames=8,target_frames=2:4/full"} <= set(val)
+
+
+def test_init_from_an_exported_checkpoint_folder(tmp_path):
+    first = ToyTrainer(_config(tmp_path / "a"))
+    first.model.save_pretrained(tmp_path / "export")
+    second = ToyTrainer(_config(tmp_path / "b", init_from=str(tmp_path / "export")))
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_mix_worlds_option_is_parsed_and_checked():
+    import typer
+
+    from cacovid.cli.toy import _parse_mix
+
+    assert _parse_mix("preset=classic@1;preset=decoys,frames=32@2") == {
+        "preset=classic": 1.0,
+        "preset=decoys,frames=32": 2.0,
+    }
+    assert _parse_mix(" ") is None
+    for bad, message in (("preset=decoys", "WORLD@WEIGHT"), ("preset=nope@1", "unknown world preset")):
+        with pytest.raises(typer.BadParameter, match=message):
+            _parse_mix(bad)

@@ -50,6 +50,14 @@ def train_command(
         max=1.0,
         help="Share of pruned prompts that keep whole distractor objects in some frames.",
     ),
+    mix_worlds: str = typer.Option(
+        "",
+        help='Train on several worlds: "WORLD@WEIGHT;WORLD@WEIGHT", e.g. '
+        '"preset=classic@1;preset=decoys,frames=32@1" (each step draws one world).',
+    ),
+    val_world: list[str] = typer.Option(
+        [], help="Also validate on this world (override string); repeatable."
+    ),
 ) -> None:
     """Train the toy LLaVA-OneVision from scratch on the synthetic world (checkpoint + exact resume)."""
     from cacovid.data.synthetic.config import parse_world_overrides
@@ -74,6 +82,8 @@ def train_command(
         checkpoint_every=checkpoint_every,
         evidence_drop_prob=evidence_drop_prob,
         object_keep_prob=object_keep_prob,
+        mix_worlds=_parse_mix(mix_worlds),
+        val_worlds=list(val_world),
     )
     trainer = ToyTrainer(cfg)
     if trainer.step:
@@ -85,6 +95,27 @@ def train_command(
         typer.echo(f"exported to {export}")
     elif not done:
         typer.echo(f"stopped at step {trainer.step}; run the same command again to resume")
+
+
+def _parse_mix(text: str) -> dict[str, float] | None:
+    """'preset=classic@1;preset=decoys@2' -> {'preset=classic': 1.0, 'preset=decoys': 2.0}."""
+    from cacovid.data.synthetic.config import WorldConfig
+
+    if not text.strip():
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(";"):
+        world, sep, weight = part.strip().rpartition("@")
+        if not sep:
+            raise typer.BadParameter(
+                f"mix entry {part!r} must look like WORLD@WEIGHT", param_hint="--mix-worlds"
+            )
+        try:
+            out[world] = float(weight)
+            WorldConfig().with_overrides(world)
+        except ValueError as err:
+            raise typer.BadParameter(f"mix entry {part!r}: {err}", param_hint="--mix-worlds") from None
+    return out
 
 
 @app.command("eval")

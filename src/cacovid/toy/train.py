@@ -87,6 +87,12 @@ class ToyTrainConfig:
     # Share of each question family in training batches, e.g. {"count": 0.5, "color": 0.2, …};
     # families left out get no items. None: the world's round-robin (equal shares).
     family_weights: dict[str, float] | None = None
+    # Train on several worlds at once: {world override string: weight}, e.g.
+    # {"preset=classic": 1, "preset=decoys": 2}. Each step draws one world (a batch shares its frame
+    # count); `world` then only names the world validated on. None: `world` alone.
+    mix_worlds: dict[str, float] | None = None
+    # Extra validation worlds (override strings), reported as "<world>/<row>" in the log.
+    val_worlds: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -322,15 +328,15 @@ _DIRECTION_INDEX = {"left": 1, "right": 2, "up": 3, "down": 4}  # 0: no label
 def track_labels(item: QAItem) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,) motion and (N,) running-count labels of the video tokens; 0 means "no label".
 
-    On every target's token cells: count = how many frames the target has been visible up to and
-    including this one; motion = its direction (1..4) from its second visible frame on, for targets
-    that move along an axis (the `motion` family).
+    On every target's and decoy's token cells: count = how many frames the object has been visible
+    up to and including this one; motion = its direction (1..4) from its second visible frame on, for
+    objects that move along an axis (`motion` targets, decoys).
     """
     obj = np.asarray(item.meta["token_object"])  # (T, g, g): 0 none, k -> objects[k - 1]
     motion = np.zeros(obj.shape, dtype=np.int64)
     count = np.zeros(obj.shape, dtype=np.int64)
     for k, o in enumerate(item.meta["objects"], start=1):
-        if o["role"] != "target":
+        if o["role"] not in ("target", "decoy"):
             continue
         for j, t in enumerate(o["frames"]):
             cells = obj[t] == k
@@ -449,10 +455,30 @@ class _StepBatches(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, world, batcher: ToyBatcher, batch_size: int, family_weights: dict[str, float] | None = None
+        self,
+        world,
+        batcher: ToyBatcher,
+        batch_size: int,
+        family_weights: dict[str, float] | None = None,
+        mix_worlds: dict[str, float] | None = None,
     ) -> None:
         self.world, self.batcher, self.batch_size = world, batcher, batch_size
         self.weights = None
+        self.mix = None
+        if mix_worlds:
+            from cacovid.data.synthetic.config import WorldConfig
+            from cacovid.data.synthetic.world import SyntheticWorld
+
+            if any(w < 0 for w in mix_worlds.values()) or sum(mix_worlds.values()) <= 0:
+                raise ValueError(f"mix_worlds weights {mix_worlds} must be >= 0 and not all 0")
+            parts = [
+                _StepBatches(
+                    SyntheticWorld(WorldConfig().with_overrides(text)), batcher, batch_size, family_weights
+                )
+                for text in mix_worlds
+            ]
+            w = np.array(list(mix_worlds.values()), dtype=float)
+            self.mix = (parts, w / w.sum())
         if family_weights:
             fams = list(world.config.families)
             unknown = set(family_weights) - set(fams)
@@ -465,6 +491,10 @@ class _StepBatches(torch.utils.data.Dataset):
         return 2**31 - 1
 
     def __getitem__(self, step: int) -> list[QAItem]:
+        if self.mix is not None:
+            worlds, p = self.mix
+            pick = int(np.random.default_rng([step, 104729]).choice(len(worlds), p=p))
+            return worlds[pick][step]
         B = self.batch_size
         if self.weights is None:
             return [self.world.item("train", step * B + b) for b in range(B)]
@@ -555,7 +585,13 @@ class ToyTrainer:
     def _init_from(self, path: Path) -> None:
         if not path.exists():
             raise FileNotFoundError(f"init_from: no weights at {str(path)!r}")
-        state = torch.load(path, weights_only=False, map_location=self.device)
+        if path.is_dir():  # an exported checkpoint (e.g. the shipped toy): model weights only
+            from transformers import LlavaOnevisionForConditionalGeneration
+
+            loaded = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+            state = {"model": loaded.state_dict()}
+        else:
+            state = torch.load(path, weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         own = self.probe.state_dict()
         probe = {k: v for k, v in state.get("probe", {}).items() if k in own and own[k].shape == v.shape}
@@ -566,7 +602,9 @@ class ToyTrainer:
         return self._data()[step]
 
     def _data(self) -> _StepBatches:
-        return _StepBatches(self.world, self.batcher, self.cfg.batch_size, self.cfg.family_weights)
+        return _StepBatches(
+            self.world, self.batcher, self.cfg.batch_size, self.cfg.family_weights, self.cfg.mix_worlds
+        )
 
     def train_step(self, step: int, items: list[QAItem] | None = None) -> dict:
         cfg = self.cfg
@@ -648,16 +686,28 @@ class ToyTrainer:
         return total, hits / max(1, n_all)
 
     # ---- validation ------------------------------------------------------------------------------
+    def validate_all(self, n: int, split: str = "val") -> dict:
+        """`validate` on the training world and on every world of `val_worlds` ("<world>/<row>")."""
+        from cacovid.data.synthetic.config import WorldConfig
+        from cacovid.data.synthetic.world import SyntheticWorld
+
+        out = self.validate(n, split)
+        for text in self.cfg.val_worlds:
+            world = SyntheticWorld(WorldConfig().with_overrides(text))
+            out.update({f"{text}/{k}": v for k, v in self.validate(n, split, world).items()})
+        return out
+
     @torch.no_grad()
-    def validate(self, n: int, split: str = "val") -> dict:
+    def validate(self, n: int, split: str = "val", world=None) -> dict:
         """Greedy first-token accuracy with full / no / evidence-only / random-10 % video tokens."""
+        world = world if world is not None else self.world
         self.model.eval()
         gen = torch.Generator().manual_seed(12345)
         rows: dict[str, list] = {"full": [], "blind": [], "oracle": [], "random10": []}
         fam: dict[str, list] = {}
         B = 16
         for start in range(0, n, B):
-            items = [self.world.item(split, i) for i in range(start, min(n, start + B))]
+            items = [world.item(split, i) for i in range(start, min(n, start + B))]
             enc = self.batcher.encode(items, device=self.device)
             feats = video_features(self.model, enc["pixel_values_videos"], train_tower=False)
             answers = torch.tensor([self.batcher.answer_id(it) for it in items], device=self.device)
@@ -760,7 +810,7 @@ class ToyTrainer:
                 bar.update(task, completed=self.step, info=info)
                 record = {"step": self.step, **{k: round(v, 5) for k, v in ema.items()}}
                 if self.step % cfg.val_every == 0 or self.step == total:
-                    record["val"] = self.validate(cfg.val_n)
+                    record["val"] = self.validate_all(cfg.val_n)
                     bar.console.print(f"step {self.step} val {json.dumps(record['val'])}")
                 if self.step % cfg.checkpoint_every == 0 or self.step == total or "val" in record:
                     with open(self.log, "a") as f:
