@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from cacovid.cli import app
 
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cacovid" / "policy" / "shipped" / "toy"
+
 
 def _demo(*args: str):
     """Run `cacovid demo ARGS --no-progress --threads 1`, restoring the caller's torch threads."""
@@ -32,7 +34,7 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
     assert (tmp_path / "report.md").is_file()
     # the policy and the selection settings tuned for it are saved beside the results
     assert (tmp_path / "policy" / "model.safetensors").is_file()
-    shipped = json.loads(Path("src/cacovid/policy/shipped/toy/selection.json").read_text())
+    shipped = json.loads((SHIPPED / "selection.json").read_text())
     assert json.loads((tmp_path / "policy" / "selection.json").read_text()) == shipped
 
 
@@ -50,7 +52,7 @@ def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
         False,
     )
     assert (tmp_path / "policy" / "model.safetensors").is_file()
-    shipped = json.loads(Path("src/cacovid/policy/shipped/toy/config.json").read_text())
+    shipped = json.loads((SHIPPED / "config.json").read_text())
     trained = json.loads((tmp_path / "policy" / "config.json").read_text())
     assert trained["novelty_weight"] == shipped.get("novelty_weight", 0.0)  # the same kind of policy
     assert not (tmp_path / "policy" / "selection.json").exists()  # nothing was tuned for it

@@ -33,13 +33,13 @@ def shipped_novelty_weight() -> float:
 
 
 def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
-    from cacovid.cli.train import load_items
+    from cacovid.data.sources import source_from_args
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.config import TrainConfig
     from cacovid.train.trainer import Trainer
 
-    train_items, _ = load_items("synthetic", world or None, "train", n_items)
-    val_items, _ = load_items("synthetic", world or None, "val", 32)
+    train_items = source_from_args("synthetic", split="train", world=world or None, n=n_items).sequence
+    val_items = source_from_args("synthetic", split="val", world=world or None, n=32).sequence
     # The recipe of the shipped policy (README), for a short CPU run: dense reward (probability of the
     # right option, one teacher-forced pass), a fixed training retention of 6 %, KL to Bernoulli(½)
     # so the keep-probabilities do not saturate, and a higher head learning rate than the paper's 1e-4.
@@ -84,16 +84,17 @@ def demo_command(
     from rich.console import Console
     from rich.table import Table
 
+    from cacovid.data.sources import synthetic_source
     from cacovid.evaluate import EvalConfig, build_methods, build_report, parse_methods, run_evaluation
-    from cacovid.evaluate.sources import synthetic_source
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
+    from cacovid.types import parse_ratios
 
     console = Console()
     torch.set_num_threads(max(1, threads))
     t0 = time.time()
     try:
-        ratio_list = [float(r) for r in ratios.split(",") if r.strip()]
+        ratio_list = parse_ratios(ratios)
         names = parse_methods(["cacovid", *methods.split(",")], policy=True)
         source = synthetic_source(world or None, split=split, n=n)
     except ValueError as exc:

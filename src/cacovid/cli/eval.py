@@ -25,16 +25,13 @@ _WORLD_HELP = (
 
 
 def parse_ratios(text: str) -> list[float]:
-    """Comma-separated retention ratios, each in (0, 1]; a clear --ratios error otherwise."""
+    """`cacovid.types.parse_ratios` with its message as a --ratios usage error."""
+    from cacovid.types import parse_ratios as parse
+
     try:
-        ratios = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(
-            f"ratios must be numbers like 0.25,0.1, got {text!r}", param_hint="--ratios"
-        ) from None
-    if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
-        raise typer.BadParameter(f"ratios must lie in (0, 1], got {text!r}", param_hint="--ratios")
-    return ratios
+        return parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ratios") from None
 
 
 def _device(name: str) -> str:
@@ -145,9 +142,9 @@ def eval_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from cacovid.data.sources import source_from_args
     from cacovid.evaluate import EvalConfig, Harness, build_methods, measure_efficiency, parse_methods
     from cacovid.evaluate.report import build_report
-    from cacovid.evaluate.sources import source_from_args
     from cacovid.models import load_video_llm
 
     console = Console()

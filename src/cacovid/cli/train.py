@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from cacovid.types import QAItem
+    pass
 
 app = typer.Typer(add_completion=False)
 
@@ -31,19 +31,6 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
     if not Path(source).is_dir():
         raise typer.BadParameter(f"--val-selection: policy folder {source} does not exist")
     return selection_options(source)
-
-
-def load_items(
-    data: str, world: str | None, split: str, n_items: int | None, start: int = 0
-) -> tuple[Sequence[QAItem], dict | None]:
-    """(items, world config) by `cacovid.data.sources.source_from_args`, for `cli/demo.py`, which still
-    imports this; `cacovid train` and `tune-selection` call `source_from_args` themselves."""
-    from cacovid.data.sources import source_from_args
-
-    source = source_from_args(
-        data, split=split, world=world, n=n_items, start=start, synthetic_n=200, unique_ids=False
-    )
-    return source.sequence, source.world
 
 
 @app.callback(invoke_without_command=True)
