@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cacovid.cli import demo, toy, train, tune, world
+from cacovid.cli import demo, distill, toy, train, tune, world
 from cacovid.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video 
 app.command("eval")(eval_cli.eval_command)
 app.command("report")(eval_cli.report_command)
 app.command("tune-selection")(tune.tune_selection_command)
+app.command("distill")(distill.distill_command)
 
 
 def main() -> None:
