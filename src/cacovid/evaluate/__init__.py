@@ -1,7 +1,7 @@
 """Evaluation: the resumable harness (methods × ratios × items → items.jsonl + summary.json),
 efficiency accounting (times, FLOPs, memory → efficiency.json) and reports (markdown, plots,
 token heat-maps). See `harness.py`, `efficiency.py` and `report.py`; result files are described in
-`records.py` and design.md "Result files (a contract)". Items come from `cacovid.data.sources`
+`records.py` and docs/result-files.md. Items come from `cacovid.data.sources`
 (re-exported here: `ItemSource`, `synthetic_source`, `videor1_source`, `source_from_args`).
 """
 

@@ -1,4 +1,4 @@
-"""`summary.json` as a pure function of the per-item rows (design.md "Result files (a contract)").
+"""`summary.json` as a pure function of the per-item rows (docs/result-files.md).
 
 Why pure: an interrupted run, a resumed run and a run recomputed from scratch must give the same
 summary from the same rows, and outside checks can recompute it from items.jsonl alone.

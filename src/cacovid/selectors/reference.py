@@ -7,7 +7,7 @@
   the neutral baseline every method must beat.
 - `oracle`: the ground-truth answer-bearing tokens (`prompt.evidence_mask`) first — an evenly spread
   subset of them when the evidence alone exceeds the budget — then an even fill of the other tokens
-  up to the budget (design.md "reference rows"). Only defined where evidence is known.
+  up to the budget (docs/result-files.md, reference rows). Only defined where evidence is known.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 
 from cacovid.data.synthetic import SyntheticWorld
 
-# The quality bar of the embedded model (issue: full ≥ 85 %, blind ≤ 35 %, evidence-only ≥ 80 %).
+# The quality bar of the embedded model: full ≥ 85 %, blind ≤ 35 %, evidence only ≥ 80 %.
 QUALITY_BAR = {"full": (">=", 0.85), "blind": ("<=", 0.35), "oracle": (">=", 0.80)}
 
 

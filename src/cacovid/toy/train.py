@@ -18,8 +18,8 @@ A tiny model trained from scratch on one answer letter per video learns far too 
   chance).
 Stage 1 trains the vision tower and projector on the auxiliary loss alone; stage 2 trains everything
 on the answer (the option text, then end-of-turn) plus the auxiliary and grounding losses.
-The toy answers with the option's text ("red"), not its letter: with a letter, the first session's
-run kept the letter at chance for 2 500 steps even though the answer *value* was being learnt — the
+The toy answers with the option's text ("red"), not its letter: with a letter, a first
+CPU run kept the letter at chance for 2 500 steps even though the answer *value* was being learnt — the
 value → letter lookup through the option list is an induction-style circuit a from-scratch model
 forms late. Scoring in the package accepts either answer.
 Every step's data and randomness derive from (seed, step), so a resumed run repeats exactly, on
