@@ -1,4 +1,4 @@
-"""Inference-time budgeted selection (method.md §3): exact budgets for any ρ, T, P; the right tokens."""
+"""Inference-time budgeted selection (docs/method.md §3): exact budgets for any ρ, T, P; the right tokens."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Scoring a generated answer against its item's solution: the text rewards of training and evaluation.
 
 Multiple choice by option letter, numeric by value, regression by relative accuracy, free text by
-ROUGE-L F (method.md §4 step 3, §6). Training (`cacovid.train.rewards`, `cacovid.train.validation`)
+ROUGE-L F (docs/method.md §4 step 3, §6). Training (`cacovid.train.rewards`, `cacovid.train.validation`)
 and evaluation (`cacovid.evaluate.scoring`) both score through these functions, so a reported
 accuracy is the quantity the policy was trained on. Plain text in, one number out: no model needed.
 """

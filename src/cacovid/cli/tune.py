@@ -18,7 +18,7 @@ def tune_selection_command(
     write: bool = typer.Option(True, "--write/--dry-run", help="Write selection.json (else only print)."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Try α ∈ {0.5, 0.75, 1}, cap ∈ {1.5·ρ, none}, fill ∈ {even, score}; keep the most accurate."""
+    """Try α ∈ {0, 0.5, 0.75, 1}, cap ∈ {1.5·ρ, 1}, fill ∈ {even, score}; keep the most accurate."""
     import torch
 
     from cacovid.data.sources import source_from_args

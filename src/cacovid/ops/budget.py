@@ -1,4 +1,4 @@
-"""Exact integer budgets per frame (method.md §3 step 2).
+"""Exact integer budgets per frame (docs/method.md §3 step 2).
 
 Rounding shares·total never sums to the total in general, and clipping moves it further; the fix-up
 adds one token at a time to the frame with the fewest tokens (below its cap) or removes one at a time

@@ -1,4 +1,4 @@
-"""Density-peak (DPC-kNN) diversity scores (method.md §4.4).
+"""Density-peak (DPC-kNN) diversity scores (docs/method.md §4.4).
 
 A good diverse subset keeps the centres of the feature clusters: points that are dense (close to
 their k nearest neighbours) *and* far from any denser point. With distances d_ij = ||x_i − x_j|| / √D,

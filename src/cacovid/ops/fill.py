@@ -1,7 +1,7 @@
 """Spread a number of picks evenly over positions in (t, h, w) index order.
 
 An even spread is the neutral way to spend a budget when no score says otherwise: the uniform
-baseline, the oracle's fill and CaCoVID's fill step (method.md §3 step 4) all use it. Pick j of k out
+baseline, the oracle's fill and CaCoVID's fill step (docs/method.md §3 step 4) all use it. Pick j of k out
 of n candidates is the candidate at index floor((2j + 1) * n / (2k)), the centre of the j-th of k equal
 bins, computed in integer arithmetic so the count is exact and the picks are distinct for any
 0 < k <= n (consecutive centres are n/k >= 1 apart).

@@ -49,10 +49,11 @@ class PolicyConfig:
     - `seed`: seeds the heads' initialisation.
     - `attn_implementation`: attention kernel of the policy's own layer copy (always bidirectional).
     - `novelty_weight`: weight w of the temporal-novelty prior added to every token score,
-      s = z_keep − z_drop + w·standardised novelty (`ops/novelty.py`); 0 (the default) is method.md's
-      policy exactly. Why: a single copied layer does not learn to compare a token with the whole
-      video from an answer-accuracy reward in affordable training (bench/README.md, `novelty_prior.py`),
-      while content seen in few frames is where sparse evidence lives; the heads learn the rest.
+      s = z_keep − z_drop + w·standardised novelty (`ops/novelty.py`); 0 (the default) is the policy
+      of docs/method.md §2 exactly. Why: a single copied layer does not learn to compare a token with
+      the whole video from an answer-accuracy reward in affordable training, while content seen in
+      few frames is where sparse evidence lives; the heads learn the rest (docs/experiments.md, "The
+      temporal-novelty prior").
     """
 
     host_name: str = ""

@@ -1,4 +1,4 @@
-"""The CaCoVID policy network (method.md §2): a question-aware scorer over video tokens.
+"""The CaCoVID policy network (docs/method.md §2): a question-aware scorer over video tokens.
 
 One decoder layer of the host language model's own class, initialised as a copy of the host's first
 layer, reads the whole [system, video, question] embedding sequence with its original position ids and

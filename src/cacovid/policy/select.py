@@ -1,4 +1,4 @@
-"""Inference-time budgeted selection from policy scores (method.md §3): one policy, any ratio.
+"""Inference-time budgeted selection from policy scores (docs/method.md §3): one policy, any ratio.
 
 Half of the budget (share α) follows the policy: frames get token budgets from their frame scores
 (softened and clipped, so no frame starves or hogs the budget), and each frame keeps its best tokens.

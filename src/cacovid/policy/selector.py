@@ -12,7 +12,7 @@ from cacovid.types import EncodedPrompt, Selection
 
 
 class CaCoVIDSelector:
-    """Policy scores → budgeted selection (method.md §3).
+    """Policy scores → budgeted selection (docs/method.md §3).
 
     `compression_ms` covers the policy forward pass and the selection, i.e. everything CaCoVID adds
     before the language model. The policy's scores are deterministic, so `generator` is unused.

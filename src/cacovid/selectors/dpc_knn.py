@@ -1,4 +1,4 @@
-"""DPC-kNN diversity selection per frame (method.md §4.4; the density-peak clustering score of
+"""DPC-kNN diversity selection per frame (docs/method.md §4.4; the density-peak clustering score of
 Rodriguez & Laio 2014 with k-NN density, as used for token merging by DPC-kNN/TCFormer and PruneVid).
 
 The budget K is spread evenly over frames (`ops.even_frame_budgets`: floor(K/T) each, the remainder

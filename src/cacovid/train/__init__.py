@@ -1,4 +1,4 @@
-"""CaCoVID training (method.md §4–§5): sampling, rewards, the clipped objective and the trainer."""
+"""CaCoVID training (docs/method.md §4–§5): sampling, rewards, the clipped objective and the trainer."""
 
 from cacovid.scoring import (
     TEXT_REWARDS,

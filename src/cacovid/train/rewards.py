@@ -1,4 +1,4 @@
-"""Rollout rewards (method.md §4 step 3, §6): what the trainer calls, one number per rollout.
+"""Rollout rewards (docs/method.md §4 step 3, §6): what the trainer calls, one number per rollout.
 
 `RolloutReward` is (adapter, rows, item) → (G,) rewards, with all G rollouts of an iteration in
 **one** batched adapter call. A text reward (`cacovid.scoring`: option letter, number, ROUGE-L F)

@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule for the policy.
 
 The schedule counts *optimiser steps* (items × iterations), not items: the published code sized its
-cosine per item but stepped it per iteration, so its learning rate ran out early (method.md §4.6).
+cosine per item but stepped it per iteration, so its learning rate ran out early (docs/method.md §4
+step 6, §8).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""Choose a trained policy's inference settings (α, cap, fill; method.md §3) on validation items.
+"""Choose a trained policy's inference settings (α, cap, fill; docs/method.md §3) on validation items.
 
 It lives in `train/`, above `policy/`, because it runs the training-time validation
 (`cacovid.train.validation.validate_selector`) over the policy's selections.
 
-method.md's defaults (α = 0.5, c = 1.5·ρ, even fill) are a reasonable start for any policy, but the
-best split between the importance share and the fill depends on how good the policy's scores are: a
-sharp policy wants α near 1, a weak one wants more fill. The choice is made on validation data, never
-on the test split, and saved as `selection.json` beside the policy, which evaluation reads
-(`cacovid.evaluate.methods.selection_options`), so a shipped policy is run the way it was tuned.
+The defaults of docs/method.md §3 (α = 0.5, c = 1.5·ρ, even fill) are a reasonable start for any
+policy, but the best split between the importance share and the fill depends on how good the
+policy's scores are: a sharp policy wants α near 1, a weak one wants more fill. The choice is made
+on validation data, never on the test split, and saved as `selection.json` beside the policy, which
+evaluation reads (`cacovid.evaluate.methods.selection_options`), so a shipped policy is run the way it
+was tuned.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ __all__ = ["DEFAULT_ALPHAS", "DEFAULT_CAPS", "tune_selection", "write_selection"
 # α = 0 with the score fill spends the whole budget on the best token scores anywhere, ignoring the
 # frame head: the right choice when the frame head ranks frames worse than the token head does.
 DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)
-# None is method.md's c = 1.5·ρ; 1.0 lets a frame take as much of the importance share as its score asks.
+# None is c = 1.5·ρ (docs/method.md §3); 1.0 lets a frame take as much of the importance share as its
+# score asks.
 DEFAULT_CAPS: tuple[float | None, ...] = (None, 1.0)
 
 

@@ -1,6 +1,6 @@
 """What the trainer asks of the frozen model besides rollouts: the blind test and validation.
 
-- **Blind test** (method.md §5): an item the frozen model answers correctly with *no* video tokens
+- **Blind test** (docs/method.md §5): an item the frozen model answers correctly with *no* video tokens
   carries no signal about which tokens matter, so it is dropped before training.
 - **Validation**: accuracy of the current policy (through `CaCoVIDSelector`, exactly as evaluation
   will use it) at several retention ratios, logged while training runs.
