@@ -8,10 +8,11 @@ Background is easy and already ranked low, and a margin over all tokens would mo
 The margin is a pure ranking direction: a shift of every score by the same amount leaves it
 unchanged.
 
-For K items that survive the blind filter, each setting (training retention r, reward, advantage ε)
-draws one iteration of G rollouts exactly as `PolicyUpdater.train_prompt` does. The frozen model
-scores them, and the script takes the policy-loss gradient on the token head and norm. Reported: the
-cosine between the items' summed RL descent direction and their summed margin ascent direction.
+For K items that survive the blind filter, each setting (training retention r, reward, advantage ε,
+band cap β, band group g) draws one iteration of G rollouts exactly as `PolicyUpdater.train_prompt`
+does. The frozen model scores them, and the script takes the policy-loss gradient on the token head
+and norm. Reported: the cosine between the items' summed RL descent direction and their summed
+margin ascent direction.
 - Near 0 (or below): the setting spends its rollouts on something other than ranking the evidence
   above what competes with it.
 - Near 1: it teaches what a supervised teacher would.
@@ -49,19 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--group-size", type=int, default=32)
     ap.add_argument("--band-betas", default="2", help="band caps β to compare (docs/method.md default 2)")
     ap.add_argument("--band-groups", default="2", help="band group sizes g to compare (default 2)")
-    ap.add_argument(
-        "--token-scopes", default="frame", help="token-mode band scopes to compare (frame, video)"
-    )
-    ap.add_argument(
-        "--frame-token-credit",
-        default="0",
-        help="compare without (0) and/or with (1) frame-mode token decisions in L_tok, e.g. 0,1",
-    )
-    ap.add_argument(
-        "--token-objectives",
-        default="surrogate",
-        help="token-mode losses to compare: surrogate (docs/method.md), contribution",
-    )
     ap.add_argument(
         "--hard-share", type=float, default=0.1, help="hard negatives: non-evidence in this top share"
     )
@@ -114,14 +102,11 @@ def _rl_gradient(
     args,
     beta: float = 2.0,
     group: int = 2,
-    scope: str = "frame",
-    credit: bool = False,
-    objective: str = "surrogate",
 ) -> torch.Tensor:
     from cacovid.train.objective import Memory, group_advantages, policy_loss
     from cacovid.train.sampling import SamplingConfig, content_scores, sample_rollouts
 
-    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group, token_scope=scope)
+    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group)
     gen = torch.Generator().manual_seed(args.seed)
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))
@@ -146,13 +131,7 @@ def _rl_gradient(
         policy.zero_grad(set_to_none=True)
         new = policy(prompt)
         policy_loss(
-            new.token_logits,
-            new.frame_logits,
-            old.token_logits,
-            old.frame_logits,
-            memory,
-            frame_token_credit=credit,
-            token_objective=objective,
+            new.token_logits, new.frame_logits, old.token_logits, old.frame_logits, memory
         ).loss.backward()
         total += _flat_grad(params).cpu()
     return total
@@ -188,25 +167,10 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         benchutil.parse_floats(args.eps),
         benchutil.parse_floats(args.band_betas),
         [int(g) for g in benchutil.parse_floats(args.band_groups)],
-        benchutil.parse_names(args.token_scopes),
-        [bool(int(c)) for c in benchutil.parse_floats(args.frame_token_credit)],
-        benchutil.parse_names(args.token_objectives),
     )
-    for ratio, reward, eps, beta, group, scope, credit, objective in settings:
+    for ratio, reward, eps, beta, group in settings:
         grad = _rl_gradient(
-            policy,
-            adapter,
-            prompts,
-            items,
-            ratio,
-            rollout_reward(reward),
-            eps,
-            args,
-            beta,
-            group,
-            scope,
-            credit,
-            objective,
+            policy, adapter, prompts, items, ratio, rollout_reward(reward), eps, args, beta, group
         )
         cos = float(F.cosine_similarity(grad, evidence, dim=0)) if grad.norm() > 0 else 0.0
         rows.append(
@@ -216,9 +180,6 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
                 "eps": eps,
                 "beta": beta,
                 "group": group,
-                "scope": scope,
-                "frame_token_credit": credit,
-                "token_objective": objective,
                 "cosine": cos,
             }
         )
@@ -236,7 +197,7 @@ def render(result: dict[str, Any]):
     table = Table(
         title=f"RL gradient vs evidence gradient ({result['items']} items, policy {result['policy']})"
     )
-    for col in ("r", "reward", "ε", "β", "g", "scope", "frame credit", "token loss", "cosine"):
+    for col in ("r", "reward", "ε", "β", "g", "cosine"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
         table.add_row(
@@ -245,9 +206,6 @@ def render(result: dict[str, Any]):
             f"{r['eps']:g}",
             f"{r['beta']:g}",
             str(r["group"]),
-            r.get("scope", "frame"),
-            "yes" if r.get("frame_token_credit") else "no",
-            r.get("token_objective", "surrogate"),
             f"{r['cosine']:+.3f}",
         )
     return table

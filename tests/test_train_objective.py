@@ -1,4 +1,4 @@
-"""Group advantages and the clipped, balanced surrogate (method.md §4 steps 4–5)."""
+"""Group advantages and the clipped, balanced surrogate (docs/method.md §4 steps 4–5)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from cacovid.train.objective import (
     decision_logprobs,
     group_advantages,
     policy_loss,
-    token_contributions,
 )
 from cacovid.train.sampling import CONTENT, FRAME, TOKEN
 
@@ -32,7 +31,7 @@ def test_advantages_are_normalised_per_mode():
 
 
 def test_advantage_eps_quiets_near_constant_dense_rewards():
-    # A dense-reward group whose probabilities differ by 0.001: method.md's ε blows the noise up to
+    # A dense-reward group whose probabilities differ by 0.001: the default ε blows the noise up to
     # unit advantages; an ε at the reward's meaningful spread keeps it small, and leaves a group with
     # a real spread almost unchanged.
     modes = torch.full((4,), TOKEN)
@@ -47,7 +46,7 @@ def test_advantage_eps_quiets_near_constant_dense_rewards():
 def test_advantage_eps_defaults_to_method_and_is_validated():
     from cacovid.train.config import TrainConfig
 
-    assert TrainConfig().advantage_eps == 1e-4  # method.md
+    assert TrainConfig().advantage_eps == 1e-4  # docs/method.md §4 step 4
     with pytest.raises(ValueError, match="advantage_eps"):
         TrainConfig(advantage_eps=0.0)
 
@@ -146,27 +145,6 @@ def test_gradient_raises_probability_of_rewarded_decisions():
     assert float(fgrad[2]) > 0 and float(fgrad[0]) < 0  # chosen in a bad rollout → less likely
 
 
-def test_frame_token_credit_lets_frame_rollouts_train_the_token_scores():
-    # Frame-mode rollouts: one good (kept tokens 0, 1 in frame 0), one bad (tokens 4, 5 in frame 2).
-    mem = _memory(
-        [[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]],
-        [[1, 0, 0], [0, 0, 1]],
-        [FRAME, FRAME],
-        [1.0, -1.0],
-    )
-
-    def score_grad(credit: bool) -> torch.Tensor:
-        logits = torch.zeros(6, 2, requires_grad=True)
-        fl = torch.zeros(3, 2)
-        policy_loss(logits, fl, logits.detach(), fl, mem, frame_token_credit=credit).loss.backward()
-        return logits.grad[:, 1] - logits.grad[:, 0]
-
-    assert bool((score_grad(False) == 0).all())  # method.md's L_tok: token-mode rollouts only
-    g = score_grad(True)
-    assert bool((g[:2] < 0).all()) and bool((g[4:] > 0).all())  # good frame's tokens up, bad one's down
-    assert float(g[2]) == 0.0 and float(g[3]) == 0.0  # dropped in both: the two pushes cancel
-
-
 def test_missing_modes_still_give_a_differentiable_zero():
     logits = torch.zeros(3, 2, requires_grad=True)
     fl = torch.zeros(2, 2, requires_grad=True)
@@ -225,54 +203,19 @@ def test_surrogate_gradient_stays_finite_for_extreme_ratios():
         assert torch.isfinite(surr).all() and torch.isfinite(grad).all()
 
 
-def test_token_contributions_by_hand():
-    # Token 0 kept by the two good rollouts, token 1 by the bad one, token 2 by all, token 3 by none.
-    masks = torch.tensor([[1, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0]], dtype=torch.bool)
-    adv = torch.tensor([1.0, 0.5, -1.5])
-    c = token_contributions(masks, adv)
-    assert torch.allclose(c, torch.tensor([0.75 - (-1.5), -1.5 - 0.75, 0.0, 0.0]))
-    with pytest.raises(ValueError, match="masks must be"):
-        token_contributions(masks, adv[:2])
-
-
-def test_contribution_objective_pushes_each_score_by_its_contribution():
-    """d L / d s_i = −c_i / T, in both logits, whatever the score level (no σ(1 − σ) factor)."""
-    masks = [[1, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1]]
-    mem = _memory(masks, [[1, 0, 0]] * 3, [TOKEN, TOKEN, FRAME], [1.0, -1.0, 2.0])
-    c = token_contributions(torch.tensor(masks[:2], dtype=torch.bool), torch.tensor([1.0, -1.0]))
-    for level in (0.0, 30.0):  # σ(30) = 1 − 1e-13: the surrogate's push on these is gone
-        logits = torch.zeros(6, 2)
-        logits[:, 1] = level
-        logits.requires_grad_(True)
-        fl = torch.zeros(3, 2)
-        out = policy_loss(logits, fl, logits.detach(), fl, mem, token_objective="contribution")
-        out.loss.backward()
-        assert torch.allclose(logits.grad[:, 1], -c / 3) and torch.allclose(logits.grad[:, 0], c / 3)
-    assert float(c[0]) > 0 > float(c[1])  # kept by the good rollout only / by the bad one only
-    with pytest.raises(ValueError, match="token_objective"):
-        policy_loss(logits, fl, logits, fl, mem, token_objective="softmax")
-
-
 def test_surrogate_weighs_a_token_it_already_keeps_by_kbar():
-    # Why the contribution objective exists. Tokens 0 and 1 have the same contribution (kept by the
-    # good rollout only); the policy already keeps token 0 (s = +12) and drops token 1 (s = −12). The
-    # surrogate pushes token 0 k̄/(1 − k̄) = 1/3 as hard as token 1 (k̄ = 2/8 kept); with k̄ = 0.06 in
-    # training the top of the ranking, where evidence competes with look-alikes, learns 16× slower
-    # than the bottom. The contribution objective pushes both alike.
+    # The balancing weights in action. Tokens 0 and 1 are both kept by the good rollout only; the
+    # policy already keeps token 0 (s = +12) and drops token 1 (s = −12). What carries the gradient
+    # is the decision against the policy's belief, and the weights count it fully only for a token
+    # the policy drops: the surrogate pushes token 0 k̄/(1 − k̄) = 1/3 as hard as token 1 (k̄ = 2/8).
     mem = _memory(
         [[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0, 0, 0]], [[1]] * 2, [TOKEN, TOKEN], [1.0, -1.0]
     )
-
-    def pushes(objective: str) -> tuple[float, float]:
-        logits = torch.zeros(8, 2)
-        logits[0, 1], logits[1, 1] = 12.0, -12.0
-        logits.requires_grad_(True)
-        fl = torch.zeros(1, 2)
-        policy_loss(logits, fl, logits.detach(), fl, mem, token_objective=objective).loss.backward()
-        g = logits.grad[:, 1] - logits.grad[:, 0]
-        return float(-g[0]), float(-g[1])
-
-    top, bottom = pushes("surrogate")
+    logits = torch.zeros(8, 2)
+    logits[0, 1], logits[1, 1] = 12.0, -12.0
+    logits.requires_grad_(True)
+    fl = torch.zeros(1, 2)
+    policy_loss(logits, fl, logits.detach(), fl, mem).loss.backward()
+    g = logits.grad[:, 1] - logits.grad[:, 0]
+    top, bottom = float(-g[0]), float(-g[1])
     assert top > 0 and bottom > 0 and math.isclose(top / bottom, 1 / 3, rel_tol=1e-3)
-    top, bottom = pushes("contribution")
-    assert top > 0 and math.isclose(top, bottom, rel_tol=1e-6)

@@ -235,6 +235,20 @@ def test_schedule_counts_optimiser_steps(llava_llm):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_resume_accepts_retired_options_only_at_the_value_training_still_computes(
+    llava_llm, world_items, tmp_path
+):
+    items, _ = world_items
+    _trainer(llava_llm, items[:2], [], tmp_path).fit(max_items=1)
+    saved = tmp_path / "checkpoint" / "train_config.json"
+    recorded = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**recorded, "token_scope": "frame", "frame_token_credit": False}))
+    assert _trainer(llava_llm, items[:2], [], tmp_path).fit(max_items=0)["items_done"] == 1
+    saved.write_text(json.dumps({**recorded, "token_objective": "contribution"}))
+    with pytest.raises(ValueError, match="token_objective='contribution'"):
+        _trainer(llava_llm, items[:2], [], tmp_path).fit()
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="ratio"):
         TrainConfig(ratio=0.5, ratio_max=0.12)
@@ -244,10 +258,6 @@ def test_config_validation():
         TrainConfig(val_ratios=(0.0,))
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"nope": 1})
-    with pytest.raises(ValueError, match="token_scope"):
-        TrainConfig(token_scope="clip")
-    with pytest.raises(ValueError, match="token_objective"):
-        TrainConfig(token_objective="softmax")
     cfg = TrainConfig(val_ratios=[0.3])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -299,13 +309,6 @@ def test_cli_trains_and_resumes(tmp_path):
         "0.5",
         "--kl-coef",
         "0.1",
-        "--token-scope",
-        "video",
-        "--frame-token-credit",
-        "--frame-fill",
-        "score",
-        "--token-objective",
-        "contribution",
         "--checkpoint-every",
         "1",
     ]
@@ -313,13 +316,11 @@ def test_cli_trains_and_resumes(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "policy" / "model.safetensors").is_file()
     recorded = json.loads((out / "train_config.json").read_text())
-    assert (recorded["frame_share"], recorded["kl_coef"], recorded["token_scope"]) == (0.5, 0.1, "video")
-    assert recorded["frame_token_credit"] is True and recorded["frame_fill"] == "score"
-    assert recorded["token_objective"] == "contribution"
+    assert (recorded["frame_share"], recorded["kl_coef"]) == (0.5, 0.1)
     assert json.loads((out / "world.json").read_text())["frames"] == 4
     val = _events(out / "log.jsonl", "val")
     assert sorted(v["ratio"] for v in val) == [0.25, 0.5]
-    assert all(v["selection"] == {} for v in val)  # no --init-policy: method.md's defaults
+    assert all(v["selection"] == {} for v in val)  # no --init-policy: docs/method.md §3's defaults
     # Continuing from a policy validates with the selection it ships with (its selection.json).
     assert not (out / "policy" / "selection.json").exists()
     (out / "policy" / "selection.json").write_text(json.dumps({"alpha": 0.0, "fill": "score", "note": "x"}))

@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False)
 
 
 def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
-    """Selection options for validation: a policy folder's selection.json, or method.md's defaults."""
+    """Selection options for validation: a policy folder's selection.json, or docs/method.md §3's
+    defaults."""
     from cacovid.evaluate.methods import selection_options
 
     if val_selection == "defaults":
@@ -48,12 +49,12 @@ def train(
     val_selection: str = typer.Option(
         None,
         help="policy folder whose selection.json validation uses (default: --init-policy's; "
-        "'defaults': method.md's α 0.5, even fill)",
+        "'defaults': α 0.5 with the even fill, docs/method.md §3)",
     ),
     novelty_weight: float = typer.Option(
         None,
         help="weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
-        "--init-policy's, 0 for a fresh policy, i.e. method.md's policy)",
+        "--init-policy's, 0 for a fresh policy, i.e. the policy of docs/method.md §2)",
     ),
     group_size: int = typer.Option(32, help="rollouts G per iteration"),
     ratio: float = typer.Option(0.02, help="initial training retention r"),
@@ -65,24 +66,6 @@ def train(
     band_beta: float = typer.Option(2.0, help="band cap β"),
     frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
     frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
-    token_scope: str = typer.Option(
-        "frame",
-        help="token-mode rank bands per 'frame' (method.md) or over the whole 'video', or "
-        "'boundary': resample the contested ranks of a global top-K",
-    ),
-    frame_fill: str = typer.Option(
-        "density", help="frame-mode fill inside the chosen frames: 'density' (method.md) or 'score'"
-    ),
-    frame_token_credit: bool = typer.Option(
-        False,
-        "--frame-token-credit/--no-frame-token-credit",
-        help="frame-mode rollouts' token decisions also train the token head",
-    ),
-    token_objective: str = typer.Option(
-        "surrogate",
-        help="token-mode loss: 'surrogate' (method.md's clipped Bernoulli surrogate) or "
-        "'contribution' (its natural-gradient form: each token's measured reward contribution)",
-    ),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
@@ -102,7 +85,7 @@ def train(
     threads: int = typer.Option(None, help="torch CPU threads (1 is fastest for tiny models on busy CPUs)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train a CaCoVID policy (method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/."""
+    """Train a CaCoVID policy (docs/method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/."""
     import json
 
     from rich.console import Console
@@ -137,10 +120,6 @@ def train(
             band_beta=band_beta,
             frame_fraction=frame_fraction,
             frame_share=frame_share,
-            token_scope=token_scope,
-            frame_token_credit=frame_token_credit,
-            token_objective=token_objective,
-            frame_fill=frame_fill,
             lr=lr,
             layer_lr_scale=layer_lr_scale,
             epochs=epochs,

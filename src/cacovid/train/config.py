@@ -1,4 +1,4 @@
-"""`TrainConfig`: every knob of CaCoVID training (method.md §4, §5), with the paper's defaults."""
+"""`TrainConfig`: every knob of CaCoVID training (docs/method.md §4, §5), with the paper's defaults."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from cacovid.train.objective import TOKEN_OBJECTIVES
 from cacovid.train.sampling import SamplingConfig
 
 
@@ -18,13 +17,12 @@ class TrainConfig:
     Rollouts: `group_size` G per iteration, training retention `ratio` r adapted within
     [`ratio_min`, `ratio_max`] (halved when the mean token-mode reward ≥ `adapt_high`, doubled when ≤
     `adapt_low`), `iterations` I per item, band group `band_group` g and cap `band_beta` β, frame
-    fraction `frame_fraction` f, `frame_share` of rollouts in frame mode, token-mode bands per frame
-    or over the whole video (`token_scope`), frame-mode fill `frame_fill` (see `SamplingConfig`), one
+    fraction `frame_fraction` f, `frame_share` of rollouts in frame mode (see `SamplingConfig`), one
     content rollout (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
     `min_lr_scale`·lr; gradient clipping `grad_clip`; surrogate clip 1−`clip_low` … 1+`clip_high`;
-    optional `kl_coef` to Bernoulli(0.5); the token-mode objective `token_objective`.
+    optional `kl_coef` to Bernoulli(0.5).
     Bookkeeping: `seed`, `epochs`, checkpoint every `checkpoint_every` items, validation every
     `val_every` items at `val_ratios`, `reward` name ("accuracy", "mc", "numeric", "rouge", "dense"),
     `max_new_tokens` for generated answers, `blind_filter` of training items, `val_batch_size`.
@@ -42,8 +40,6 @@ class TrainConfig:
     band_beta: float = 2.0
     frame_fraction: float = 0.125
     frame_share: float = 0.25
-    token_scope: str = "frame"
-    frame_fill: str = "density"
     content_rollout: bool = True
     content_baseline: bool = True
     lr: float = 1e-4
@@ -54,20 +50,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.28
-    # Dual-clip floor c·A on negative-advantage terms (None: method.md's surrogate exactly). A
-    # deliberate addition: without it one item's loss reached 1e10 and then NaN at lr 8e-4.
+    # Dual-clip floor c·A on negative-advantage terms (None: the surrogate of docs/method.md §4 step 5
+    # exactly). A deliberate addition (§8): without it one item's loss reached 1e10 and then NaN at
+    # lr 8e-4.
     dual_clip: float | None = 3.0
-    # ε in A = (R − mean)/(std + ε). method.md's 1e-4 suits 0/1 rewards (a group that is all right or
-    # all wrong has std 0 and A = 0). With the dense reward a group whose probabilities differ by
-    # 0.001 gets advantages of ±1 all the same, pure noise at full strength; an ε near the reward's
-    # meaningful spread (e.g. 0.05) keeps such items quiet.
+    # ε in A = (R − mean)/(std + ε). The 1e-4 of docs/method.md §4 step 4 suits 0/1 rewards (a group
+    # that is all right or all wrong has std 0 and A = 0). With the dense reward a group whose
+    # probabilities differ by 0.001 gets advantages of ±1 all the same, pure noise at full strength;
+    # an ε near the reward's meaningful spread (e.g. 0.05) keeps such items quiet.
     advantage_eps: float = 1e-4
     kl_coef: float = 0.0
-    # Token decisions of frame-mode rollouts in L_tok as well (see `objective.policy_loss`).
-    frame_token_credit: bool = False
-    # "surrogate" (method.md's clipped Bernoulli surrogate) or "contribution" (its natural-gradient
-    # form, which weighs the tokens the policy keeps like the others; see `objective.policy_loss`).
-    token_objective: str = "surrogate"
     seed: int = 0
     epochs: int = 1
     checkpoint_every: int = 50
@@ -102,10 +94,6 @@ class TrainConfig:
             raise ValueError(f"advantage_eps must be > 0, got {self.advantage_eps}")
         if any(not 0 < r <= 1 for r in self.val_ratios):
             raise ValueError(f"val_ratios must be in (0, 1], got {self.val_ratios}")
-        if self.token_objective not in TOKEN_OBJECTIVES:
-            raise ValueError(
-                f"token_objective must be one of {TOKEN_OBJECTIVES}, got {self.token_objective!r}"
-            )
         self.sampling()  # validates the sampling knobs early
 
     def sampling(self) -> SamplingConfig:
@@ -116,8 +104,6 @@ class TrainConfig:
             band_group=self.band_group,
             band_beta=self.band_beta,
             frame_fraction=self.frame_fraction,
-            token_scope=self.token_scope,
-            frame_fill=self.frame_fill,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The clipped policy objective (method.md §4 steps 4–5).
+"""The clipped policy objective (docs/method.md §4 steps 4–5).
 
 Each rollout is a set of independent Bernoulli decisions: keep/drop per token (token mode) or
 chosen/not per frame (frame mode). Their log-probabilities under the current policy, against the old
@@ -49,27 +49,6 @@ def decision_logprobs(logits: Tensor, decisions: Tensor) -> Tensor:
     """(R, M) log π(decision) for R rollouts of M binary decisions, from (M, 2) (drop, keep) logits."""
     lp = torch.log_softmax(logits.float(), dim=-1)  # (M, 2)
     return torch.where(decisions, lp[:, 1].unsqueeze(0), lp[:, 0].unsqueeze(0))
-
-
-TOKEN_OBJECTIVES = ("surrogate", "contribution")
-
-
-def token_contributions(masks: Tensor, advantages: Tensor) -> Tensor:
-    """(N,) c_i = mean advantage of the rollouts that kept token i − mean of those that dropped it.
-
-    The measured contribution of each token to the reward, from (R, N) keep masks and (R,)
-    advantages. A token kept by every rollout, or by none, has nothing to compare and gets 0.
-    """
-    if masks.dim() != 2 or advantages.shape != masks.shape[:1]:
-        raise ValueError(
-            f"masks must be (R, N) and advantages (R,), got {tuple(masks.shape)}, {tuple(advantages.shape)}"
-        )
-    m = masks.float()
-    a = advantages.float()
-    kept, dropped = m.sum(0), (1.0 - m).sum(0)
-    mean_kept = (a @ m) / kept.clamp_min(1.0)
-    mean_dropped = (a @ (1.0 - m)) / dropped.clamp_min(1.0)
-    return torch.where((kept > 0) & (dropped > 0), mean_kept - mean_dropped, torch.zeros_like(kept))
 
 
 def clipped_surrogate(
@@ -153,8 +132,6 @@ def policy_loss(
     clip_high: float = 0.28,
     kl_coef: float = 0.0,
     dual_clip: float | None = None,
-    frame_token_credit: bool = False,
-    token_objective: str = "surrogate",
 ) -> LossOutput:
     """L = L_tok + L_frame (+ kl_coef · KL(π ‖ Bernoulli(0.5))) on the whole memory.
 
@@ -162,36 +139,13 @@ def policy_loss(
     scores before its first update. L_tok = −mean_j Σ_i w_ij·surr_ij / Σ_i w_ij over token-mode
     rollouts; L_frame = −mean over frame-mode rollouts and frames of surr.
 
-    With `frame_token_credit` the token decisions of frame-mode rollouts join L_tok too, each with
-    its rollout's frame-group advantage. method.md's "for token i in rollout j" does not restrict j to
-    token mode, and frame-mode rollouts are the only ones whose reward depends on *which frames* get
-    tokens: per-frame token bands keep k tokens in every frame, so they never teach a token of a frame
-    without evidence to score below the evidence of another frame. Measured on the toy (from the
-    stage-4 policy, shipped until session 6): not better, top-10 % recall 0.81 → 0.78 (400 items,
-    density fill) and → 0.74 (400 items, score fill); see bench/README.md.
-
-    `token_objective="contribution"` replaces L_tok by −Σ_i c_i·s_i / T, with c the tokens' measured
-    contributions over the memory's token-mode rollouts (`token_contributions`, held constant) and
-    s = z_keep − z_drop. Why: at ratio 1, and with Σ_j A_j ≈ 0, the surrogate pushes s_i by
-    Σ_j A_j·m_ij·[(1 − k̄)(1 − σ_i) + k̄·σ_i]. A decision against the policy's belief is what
-    carries the gradient, and the balancing weights count it fully only for tokens the policy drops.
-    For a token it already keeps (σ_i → 1) the factor falls to k̄ (0.06 at r = 0.06), and the ratio
-    clip on its drop decisions, whose probability 1 − σ_i is tiny, cuts it off after a small move.
-    So the top of the ranking, where evidence competes with look-alikes, learns 1/k̄ times slower
-    than the bottom, which no budget reaches. c weighs every token alike: it is the natural gradient
-    of independent keep decisions (Cov(A, m_i) divided by the keep decision's Fisher information
-    f_i(1 − f_i), f_i the sampler's keep frequency). And c is a reward difference, on one scale in
-    every frame, so a look-alike in a frame without evidence, which per-frame bands never trade
-    against the evidence, still ends up with c ≈ 0 below the evidence's c > 0. On the stage-4 toy
-    policy its gradient has cosine +0.63 with the direction that lifts the evidence over the hard
-    negatives, the surrogate's −0.01 (`bench/gradient_alignment.py`, 40 items). No ratio clip:
-    Adam's step size and the item's I steps bound the move; the KL term still applies. Measured on
-    the toy, it did not help: with no optimum at finite scores, a token that keeps contributing is
-    pushed up item after item, the scores spread (std 4 → 148 in 300 items) and top-10 % recall fell
-    0.79 → 0.72 (bench/README.md, "Session 6"). Kept as an option, off by default.
+    Two variants of L_tok were measured on the toy and dropped: adding the token decisions of
+    frame-mode rollouts (with their frame-group advantage), and a per-token contribution objective
+    −Σ_i c_i·s_i / T, c_i the mean advantage of the rollouts that kept token i minus that of those that
+    dropped it. Neither lifted the global top-K recall or accuracy, and the contribution objective has
+    no optimum at finite scores (docs/experiments.md, "What did not move the global top-K recall" and
+    "Per-token contribution objective and boundary rollouts").
     """
-    if token_objective not in TOKEN_OBJECTIVES:
-        raise ValueError(f"token_objective must be one of {TOKEN_OBJECTIVES}, got {token_objective!r}")
     N, T = token_logits.shape[0], frame_logits.shape[0]
     if memory.masks.shape[1:] != (N,) or memory.frames.shape[1:] != (T,):
         raise ValueError(
@@ -201,14 +155,8 @@ def policy_loss(
     zero = token_logits.sum() * 0.0 + frame_logits.sum() * 0.0  # keeps the graph when a mode is absent
     clipped_count, decisions = 0.0, 0
     tok = memory.modes == TOKEN
-    if frame_token_credit:
-        tok = tok | (memory.modes == FRAME)
     token_loss = zero
-    if bool(tok.any()) and token_objective == "contribution":
-        c = token_contributions(memory.masks[tok], memory.advantages[tok]).to(token_logits.device)
-        s = (token_logits[:, 1] - token_logits[:, 0]).float()
-        token_loss = -(c * s).sum() / T
-    elif bool(tok.any()):
+    if bool(tok.any()):
         m = memory.masks[tok]
         new = decision_logprobs(token_logits, m)
         old = decision_logprobs(old_token_logits.detach(), m)

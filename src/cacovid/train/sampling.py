@@ -1,4 +1,4 @@
-"""Online combination-space sampling (method.md §4 step 2): G keep-masks per iteration in three modes.
+"""Online combination-space sampling (docs/method.md §4 step 2): G keep-masks per iteration, three modes.
 
 Every rollout keeps exactly the same number of tokens, T·k with k = round(r·P) (at least 1), so the
 frozen model can answer all G rollouts in one batched call without padding.
@@ -28,13 +28,11 @@ from cacovid.ops.topk import topk_rows_mask
 
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
-TOKEN_SCOPES = ("frame", "video", "boundary")
-FRAME_FILLS = ("density", "score")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Knobs of the three sample modes (defaults from method.md §4).
+    """Knobs of the three sample modes (defaults from docs/method.md §4).
 
     - `group_size` G rollouts per iteration; `frame_share` of them (≈ 1/4) in frame mode, one in
       content mode if `content_rollout`, the rest in token mode.
@@ -44,26 +42,11 @@ class SamplingConfig:
     - `frame_fraction` f: ⌈T·f⌉ frames per frame-mode rollout; `frame_floor` / `frame_cap`: frame
       probabilities clamped to [floor, cap] × uniform.
     - `dpc_neighbors`: k of the density-peak kNN density.
-    - `frame_fill`: how frame mode spends the budget inside its chosen frames: "density" (method.md:
-      density-peak diversity) or "score" (the best tokens by the policy's s). With "density" a rollout
-      whose frames hold the evidence may still miss it, which blurs the frames' reward contrast:
-      on the toy the dense reward was 0.165 with evidence frames vs 0.148 without (score fill: 0.382
-      vs 0.231), and 770 items with the score fill raised the frame head's AUC from 0.58 to 0.72.
-    - `token_scope`: "frame" (method.md: rank bands inside every frame, k tokens per frame) or
-      "video" (one ranking over all N tokens, T·k tokens anywhere). Per-frame bands never compare a
-      token of one frame with a token of another: in a frame without evidence every choice earns the
-      same reward, so nothing teaches its tokens to score below another frame's evidence, which is
-      exactly the comparison a global top-K selection (α = 0) makes. Video-wide bands train it.
-      Measured on the toy (stage-4 policy, β 6, g 4, r 0.06): not better. The 10 % of rollouts in
-      lower bands drive the scores apart (std 4 → 40–65 in 200 items at KL 0.1), and at KL 0.3 the
-      global top-10 % recall fell from 0.81 to 0.75 in 369 items. Kept as an option, off by default.
-      "boundary": the decisions a global top-K selection at ratio r actually makes (`boundary_mode`):
-      the surest K/2 tokens of the video-wide ranking kept, the other K/2 drawn uniformly from the
-      next 1.5·K ranks, so the rewards also price what a selection keeps beside the evidence. It only
-      explores near the top of the ranking: start it from a trained policy. Measured on the toy
-      (bench/README.md, "Session 6"; r 0.1, from the stage-4 policy): with method.md's surrogate,
-      accuracy at 10 % rose 0.780 → 0.807 on 400 val items in ≈ 500 items, then fell; with the
-      contribution objective it fell. Off by default.
+
+    Variants measured on the toy and dropped because they did not help: token-mode bands over the
+    whole video, rollouts that resample the contested ranks of a global top-K, and a frame-mode fill
+    by the policy's scores instead of density peaks (docs/experiments.md, "What did not move the
+    global top-K recall" and "Per-token contribution objective and boundary rollouts").
     """
 
     group_size: int = 32
@@ -77,8 +60,6 @@ class SamplingConfig:
     frame_floor: float = 0.5
     frame_cap: float = 4.0
     dpc_neighbors: int = 4
-    token_scope: str = "frame"
-    frame_fill: str = "density"
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -98,10 +79,6 @@ class SamplingConfig:
             raise ValueError("frame_floor must be in [0, 1] and frame_cap >= 1")
         if self.dpc_neighbors < 1:
             raise ValueError("dpc_neighbors must be >= 1")
-        if self.frame_fill not in FRAME_FILLS:
-            raise ValueError(f"frame_fill must be one of {FRAME_FILLS}, got {self.frame_fill!r}")
-        if self.token_scope not in TOKEN_SCOPES:
-            raise ValueError(f"token_scope must be one of {TOKEN_SCOPES}, got {self.token_scope!r}")
 
     def mode_counts(self) -> tuple[int, int, int]:
         """(token, frame, content) rollout counts; token mode always gets at least one."""
@@ -230,35 +207,6 @@ def token_mode(
     return out
 
 
-def boundary_mode(token_scores: Tensor, kept: int, n: int, generator: torch.Generator) -> Tensor:
-    """(n, N) bool: n rollouts that resample the contested part of the global ranking.
-
-    With K = `kept`, the top K − ⌊K/2⌋ tokens by s are kept in every rollout, and ⌊K/2⌋ more are
-    drawn uniformly without replacement from the next ranks up to 2K (fewer at the end of the video).
-    Rollout 0 is the global top-K. Tokens ranked above the zone are always kept and those below it
-    never, so the rewards compare exactly the tokens a budget of K has to choose between, across
-    frames, each kept about a third of the time.
-    """
-    flat = token_scores.reshape(-1)
-    N, dev = flat.numel(), flat.device
-    if not 1 <= kept <= N:
-        raise ValueError(f"kept must be in [1, {N}], got {kept}")
-    out = torch.zeros(n, N, dtype=torch.bool, device=dev)
-    if n == 0:
-        return out
-    order = torch.sort(flat, descending=True, stable=True).indices
-    out[0, order[:kept]] = True
-    draw = kept // 2
-    sure, end = kept - draw, min(N, 2 * kept)
-    out[1:, order[:sure]] = True
-    if n > 1 and draw:
-        zone = order[sure:end]
-        keys = _gumbel((n - 1, zone.numel()), generator, dev)
-        picked = zone[keys.topk(draw, dim=1).indices]  # (n-1, draw)
-        out[1:].scatter_(1, picked, True)
-    return out
-
-
 def frame_probabilities(frame_scores: Tensor, config: SamplingConfig) -> Tensor:
     """(T,) softmax(u) kept within [floor, cap] × uniform, summing to 1.
 
@@ -287,14 +235,12 @@ def frame_mode(
     n: int,
     config: SamplingConfig,
     generator: torch.Generator,
-    token_scores: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """n frame-mode rollouts: ((n, T, P) bool token masks, (n, T) bool chosen frames).
 
     Rollout 0 takes the top frames by u; the others draw frames without replacement from the floored
     and capped softmax(u). Inside the chosen frames the `kept` tokens are those with the highest
-    density-peak scores, computed jointly over the chosen frames' features (T, P, D), or with
-    `config.frame_fill == "score"` the highest `token_scores` (T, P).
+    density-peak scores, computed jointly over the chosen frames' features (T, P, D).
     """
     T, P, D = features.shape
     dev = features.device
@@ -310,13 +256,8 @@ def frame_mode(
         frames[1:] = topk_rows_mask(keys, n_f)
     idx = torch.sort(frames.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :n_f]
     idx = torch.sort(idx, dim=1).values  # (n, n_f) chosen frames in time order
-    if config.frame_fill == "score":
-        if token_scores is None or token_scores.shape != (T, P):
-            raise ValueError(f"frame_fill 'score' needs ({T}, {P}) token scores")
-        scores = token_scores.to(dev)[idx].reshape(n, n_f * P)
-    else:
-        feats = features[idx].reshape(n, n_f * P, D)
-        scores = dpc_knn_scores_batched(feats, config.dpc_neighbors)  # (n, n_f·P)
+    feats = features[idx].reshape(n, n_f * P, D)
+    scores = dpc_knn_scores_batched(feats, config.dpc_neighbors)  # (n, n_f·P)
     local = topk_rows_mask(scores, kept).reshape(n, n_f, P)
     masks.scatter_(1, idx.unsqueeze(-1).expand(n, n_f, P), local)
     return masks, frames
@@ -358,17 +299,8 @@ def sample_rollouts(
     k = per_frame_budget(ratio, P)
     kept = T * k
     n_tok, n_frame, n_content = config.mode_counts()
-    if config.token_scope == "video":
-        # The whole video as one "frame" of N tokens: bands over the global ranking, T·k kept.
-        tok = token_mode(token_scores.reshape(1, T * P), kept, n_tok, ratio, config, generator)
-        tok = tok.reshape(n_tok, T, P)
-    elif config.token_scope == "boundary":
-        tok = boundary_mode(token_scores, kept, n_tok, generator).reshape(n_tok, T, P)
-    else:
-        tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
-    fr_masks, fr_frames = frame_mode(
-        frame_scores, features, kept, n_frame, config, generator, token_scores=token_scores
-    )
+    tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
+    fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)
     parts = [tok, fr_masks]
     frames = [torch.ones(n_tok, T, dtype=torch.bool), fr_frames.cpu()]
     modes = [TOKEN] * n_tok + [FRAME] * n_frame

@@ -1,4 +1,4 @@
-"""The CaCoVID training loop (method.md §4, §5): data, rewards from the frozen model, logs, resume.
+"""The CaCoVID training loop (docs/method.md §4, §5): data, rewards from the frozen model, logs, resume.
 
 Per training item: encode it once with the frozen adapter, then `PolicyUpdater.train_prompt` runs
 I iterations of (G rollouts from the old scores → **one batched adapter call** for their rewards → one
@@ -40,6 +40,14 @@ LOG_NAME = "log.jsonl"
 POLICY_DIR = "policy"
 # Fields that may change between a run and its resumption without changing what is computed.
 _RESUMABLE_CHANGES = {"checkpoint_every", "val_every", "val_ratios", "val_batch_size"}
+# Options that training no longer has, with the one value that computes what training does now: a
+# checkpoint that recorded them at that value resumes, any other value is a run this code cannot continue.
+_RETIRED_FIELDS = {
+    "token_scope": "frame",
+    "frame_fill": "density",
+    "frame_token_credit": False,
+    "token_objective": "surrogate",
+}
 
 
 # Items that may fail one after another before the run stops (see `Trainer.fit`).
@@ -245,6 +253,13 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         state, saved_json = load_checkpoint(path, self.policy)
         saved = json.loads(saved_json)
+        retired = sorted(k for k, v in _RETIRED_FIELDS.items() if k in saved and saved[k] != v)
+        if retired:
+            raise ValueError(
+                f"cannot resume {path}: it was trained with options this version no longer has: "
+                + ", ".join(f"{k}={saved[k]!r}" for k in retired)
+            )
+        saved = {k: v for k, v in saved.items() if k not in _RETIRED_FIELDS}
         now = self.config.to_dict()
         diff = sorted(
             k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES

@@ -1,4 +1,4 @@
-"""One item's worth of CaCoVID updates (method.md §4 steps 1–6 and §4.3), independent of any model.
+"""One item's worth of CaCoVID updates (docs/method.md §4 steps 1–6 and §4.3), independent of any model.
 
 `PolicyUpdater.train_prompt(prompt, score_masks)` scores the prompt once with the current policy (the
 "old" scores), then for I iterations draws G fresh rollouts from those old scores, asks `score_masks`
@@ -98,8 +98,6 @@ class PolicyUpdater:
                 clip_high=c.clip_high,
                 kl_coef=c.kl_coef,
                 dual_clip=c.dual_clip,
-                frame_token_credit=c.frame_token_credit,
-                token_objective=c.token_objective,
             )
             if not bool(torch.isfinite(lo.loss)):
                 raise FloatingPointError(
