@@ -235,6 +235,18 @@ def test_schedule_counts_optimiser_steps(llava_llm):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_stop_at_checkpoints_there_and_a_later_call_continues(llava_llm, world_items, tmp_path):
+    items, _ = world_items
+    cfg = dict(checkpoint_every=50)  # no regular checkpoint before the stop
+    first = _trainer(llava_llm, items[:3], [], tmp_path, cfg=cfg).fit(stop_at=2)
+    assert not first["finished"] and first["items_done"] == 2
+    assert (tmp_path / "checkpoint" / "policy" / "model.safetensors").is_file()
+    assert not (tmp_path / "policy").exists()
+    rest = _trainer(llava_llm, items[:3], [], tmp_path, cfg=cfg).fit(stop_at=10)
+    assert rest["finished"] and rest["items_done"] == 3
+    assert len(_events(tmp_path / "log.jsonl", "item")) == 3
+
+
 def test_resume_accepts_retired_options_only_at_the_value_training_still_computes(
     llava_llm, world_items, tmp_path
 ):

@@ -2,21 +2,113 @@
 
 The command is the callback of this sub-app, so `app.add_typer(train.app, name="train")` gives
 `cacovid train --model toy --data synthetic --out runs/x` directly. Heavy imports happen inside.
+
+A run can be described by a recipe file (`--config PATH.json`, or `.yaml`): one JSON or YAML object
+whose keys are the command's options, spelt as Python names (`n_items` for `--n-items`,
+`adapt_ratio: false` for `--fixed-ratio`), and any other `TrainConfig` field (`warmup_fraction`,
+`dual_clip`, …), plus an optional `description`. Options given on the command line override the
+file. Relative paths in a recipe are taken from the current directory. The recipes of the shipped
+policies are in `recipes/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import typer
 
-if TYPE_CHECKING:
-    pass
-
 app = typer.Typer(add_completion=False)
+
+# Keys of a recipe file that are neither command options nor TrainConfig fields.
+RECIPE_NOTES = ("description",)
+# Command options that a recipe cannot set.
+_NOT_IN_RECIPES = ("config", "print_config")
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The object of a recipe file (.json, or .yaml / .yml through PyYAML), its keys unchecked."""
+    path = Path(path)
+    if not path.is_file():
+        raise typer.BadParameter(f"no recipe file {path}", param_hint="--config")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as e:  # pragma: no cover - PyYAML comes with the pinned environment
+            raise typer.BadParameter("a YAML recipe needs PyYAML; use JSON", param_hint="--config") from e
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"{path}: {e}", param_hint="--config") from e
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise typer.BadParameter(f"{path}: {e}", param_hint="--config") from e
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: a recipe is one object of options", param_hint="--config")
+    return data
+
+
+def _typed(name: str, value: Any, hint: Any, nullable: bool) -> Any:
+    """A recipe's value for option or field `name` of type `hint`, checked (ints pass as floats)."""
+    kinds = typing.get_args(hint) or (hint,)
+    if value is None and (nullable or type(None) in kinds):
+        return None
+    if isinstance(value, bool):
+        if bool in kinds:
+            return value
+    elif isinstance(value, int) and int in kinds:
+        return value
+    elif isinstance(value, (int, float)) and float in kinds:
+        return float(value)
+    elif isinstance(value, str) and str in kinds:
+        return value
+    shown = getattr(hint, "__name__", str(hint))
+    raise typer.BadParameter(f"recipe key {name!r}: expected {shown}, got {value!r}", param_hint="--config")
+
+
+def resolve_options(
+    ctx: typer.Context, options: dict[str, Any], recipe: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(command options, other TrainConfig fields) of a run: `options` as parsed, with `recipe`'s
+    values for every option not given on the command line.
+
+    Unknown recipe keys are an error that names them.
+    """
+    from cacovid.train.config import TrainConfig
+
+    fields = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(train)
+    settable = set(options) - set(_NOT_IN_RECIPES)
+    unknown = sorted(set(recipe) - settable - set(fields) - set(RECIPE_NOTES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown recipe keys {unknown}: a recipe holds `cacovid train` options spelt as Python "
+            "names (n_items for --n-items), TrainConfig fields and a description",
+            param_hint="--config",
+        )
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
+    resolved, extra = dict(options), {}
+    for key, value in recipe.items():
+        if key in RECIPE_NOTES:
+            continue
+        if key not in settable:
+            extra[key] = _typed(key, value, fields[key], nullable=False)
+            continue
+        source = ctx.get_parameter_source(key)
+        if source is not None and source.name == "COMMANDLINE":
+            continue  # the command line wins
+        if key == "val_ratios" and isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        resolved[key] = _typed(key, value, hints[key], nullable=getattr(defaults[key], "default", 0) is None)
+    return resolved, extra
 
 
 def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
@@ -36,6 +128,15 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
 
 @app.callback(invoke_without_command=True)
 def train(
+    ctx: typer.Context,
+    config: Path = typer.Option(
+        None,
+        help="recipe file (.json or .yaml): command options (as n_items, adapt_ratio, …) and "
+        "TrainConfig fields; options given here override it",
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="print the resolved training config and run options as JSON, then stop"
+    ),
     model: str = typer.Option("toy", help="video LLM name or path (see cacovid.models.load_video_llm)"),
     data: str = typer.Option("synthetic", help="'synthetic' or a Video-R1 JSON file"),
     world: str = typer.Option(None, help="synthetic world overrides KEY=VALUE[,KEY=VALUE…]"),
@@ -45,6 +146,11 @@ def train(
     val_items: int = typer.Option(32, help="number of validation items (0: no validation)"),
     out: str = typer.Option("runs/cacovid", help="output directory"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint"),
+    stop_at: int = typer.Option(
+        None,
+        help="stop once this many items are trained, with a checkpoint there (OUT/checkpoint/policy); "
+        "the schedule stays sized for all items",
+    ),
     init_policy: str = typer.Option(None, help="start from a saved policy instead of a fresh one"),
     val_selection: str = typer.Option(
         None,
@@ -86,87 +192,112 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a CaCoVID policy (docs/method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/."""
-    import json
+    options = {k: v for k, v in locals().items() if k != "ctx"}
+    recipe = read_recipe(config) if config is not None else {}
+    o, extra = resolve_options(ctx, options, recipe)
+    if o["stop_at"] is not None and o["stop_at"] < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--stop-at")
+    run(o, extra)
 
+
+def build_train_config(o: dict[str, Any], extra: dict[str, Any]):
+    """The TrainConfig of resolved command options `o` and further TrainConfig fields `extra`."""
+    from cacovid.train.config import TrainConfig
+    from cacovid.types import parse_ratios
+
+    try:  # an empty list turns validation off, as --val-items 0 does
+        val_ratio_list = tuple(parse_ratios(o["val_ratios"])) if o["val_ratios"].strip() else ()
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--val-ratios") from e
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"ratio_min", "ratio_max", "val_ratios"}
+    fields = {k: v for k, v in o.items() if k in names}
+    try:
+        return TrainConfig(
+            **fields,
+            ratio_min=min(o["ratio_min"], o["ratio"]),
+            ratio_max=max(o["ratio_max"], o["ratio"]),
+            val_ratios=val_ratio_list,
+            **extra,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+# The run options `--print-config` shows beside the training config.
+_RUN_KEYS = (
+    "model", "data", "world", "split", "n_items", "val_data", "val_items", "out", "resume", "stop_at",
+    "init_policy", "val_selection", "novelty_weight", "device", "threads",
+)  # fmt: skip
+
+
+def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Train with resolved command options `o` and further TrainConfig fields `extra`."""
     from rich.console import Console
     from rich.table import Table
+
+    config = build_train_config(o, extra)
+    if o["print_config"]:
+        shown = {"train_config": config.to_dict(), "run": {k: o[k] for k in _RUN_KEYS}}
+        typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+        return
 
     from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
-    from cacovid.train.config import TrainConfig
     from cacovid.train.trainer import Trainer
-    from cacovid.types import parse_ratios
 
     console = Console(stderr=True)
-    out = Path(out)
-    try:  # an empty list turns validation off, as --val-items 0 does
-        val_ratio_list = tuple(parse_ratios(val_ratios)) if val_ratios.strip() else ()
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--val-ratios") from e
-    if threads is not None:
+    out = Path(o["out"])
+    if o["threads"] is not None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, o["threads"]))
+    data, world, val_items = o["data"], o["world"], o["val_items"]
     try:
-        config = TrainConfig(
-            group_size=group_size,
-            ratio=ratio,
-            ratio_min=min(ratio_min, ratio),
-            ratio_max=max(ratio_max, ratio),
-            adapt_ratio=adapt_ratio,
-            iterations=iterations,
-            band_group=band_group,
-            band_beta=band_beta,
-            frame_fraction=frame_fraction,
-            frame_share=frame_share,
-            lr=lr,
-            layer_lr_scale=layer_lr_scale,
-            epochs=epochs,
-            seed=seed,
-            reward=reward,
-            kl_coef=kl_coef,
-            advantage_eps=advantage_eps,
-            checkpoint_every=checkpoint_every,
-            val_every=val_every,
-            val_ratios=val_ratio_list,
-            blind_filter=blind_filter,
-        )
         # Training and tuning do not key anything by item id, so a file's ids may repeat.
         source = source_from_args(
-            data, split=split, world=world, n=n_items, synthetic_n=200, unique_ids=False
+            data, split=o["split"], world=world, n=o["n_items"], synthetic_n=200, unique_ids=False
         )
         train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:
             vals: Sequence = []
-        elif val_data:
-            vals = source_from_args(val_data, split="val", n=val_items, unique_ids=False).sequence
+        elif o["val_data"]:
+            vals = source_from_args(o["val_data"], split="val", n=val_items, unique_ids=False).sequence
         elif data == "synthetic":
             vals = source_from_args("synthetic", split="val", world=world, n=val_items).sequence
         else:
             vals = []
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    console.print(f"loading [bold]{model}[/bold] …")
-    llm = load_video_llm(model, device=device)
+    console.print(f"loading [bold]{o['model']}[/bold] …")
+    llm = load_video_llm(o["model"], device=o["device"])
+    init_policy, novelty_weight = o["init_policy"], o["novelty_weight"]
     try:
         if init_policy is not None:
             policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
             if novelty_weight is not None:
                 policy.config = dataclasses.replace(policy.config, novelty_weight=novelty_weight)
         else:
-            policy = CaCoVIDPolicy.from_host(llm, seed=seed, novelty_weight=novelty_weight or 0.0)
+            policy = CaCoVIDPolicy.from_host(llm, seed=config.seed, novelty_weight=novelty_weight or 0.0)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    policy.to(device)
+    policy.to(o["device"])
     out.mkdir(parents=True, exist_ok=True)
     if world_cfg is not None:
         (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
-    selection = _validation_selection(val_selection, init_policy)
+    selection = _validation_selection(o["val_selection"], init_policy)
     trainer = Trainer(
-        llm, policy, config, train_items, vals, out, resume=resume, progress=progress, val_selection=selection
+        llm,
+        policy,
+        config,
+        train_items,
+        vals,
+        out,
+        resume=o["resume"],
+        progress=o["progress"],
+        val_selection=selection,
     )
-    summary = trainer.fit()
+    summary = trainer.fit(stop_at=o["stop_at"])
     table = Table(title=f"CaCoVID training — {out}")
     table.add_column("ratio")
     table.add_column("val accuracy")
@@ -175,7 +306,8 @@ def train(
         rec = row.get("evidence_recall")
         table.add_row(f"{row['ratio']:.3f}", f"{row['accuracy']:.3f}", "-" if rec is None else f"{rec:.3f}")
     console.print(table)
+    saved = out / "policy" if summary["finished"] else out / "checkpoint" / "policy"
     console.print(
         f"{summary['items_done']} items, {summary['steps']} optimiser steps, final r {summary['ratio']:.3f}; "
-        f"policy saved to {out / 'policy'}"
+        f"policy saved to {saved}"
     )

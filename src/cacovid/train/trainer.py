@@ -112,8 +112,15 @@ class Trainer:
     def log_path(self) -> Path:
         return self.out_dir / LOG_NAME
 
-    def fit(self, max_items: int | None = None) -> dict[str, Any]:
-        """Train to the end (or for at most `max_items` more items). Returns a summary dict."""
+    def fit(self, max_items: int | None = None, *, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to the end, or for at most `max_items` more items, or until `stop_at` items are done.
+
+        The schedule stays sized for the whole run either way. Stopping at `stop_at` writes a
+        checkpoint there (its policy is `checkpoint/policy`); a later call with a larger `stop_at`, or
+        none, continues from it. Returns a summary dict.
+        """
+        if stop_at is not None and stop_at < 1:
+            raise ValueError(f"stop_at must be >= 1, got {stop_at}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = find_checkpoint(self.out_dir) if self.resume else None
         if ckpt is not None:
@@ -122,6 +129,8 @@ class Trainer:
             self._start()
         total = len(self.kept) * self.config.epochs
         budget = math.inf if max_items is None else int(max_items)
+        if stop_at is not None:
+            budget = min(budget, max(0, int(stop_at) - self.items_done))
         done_now = failures = 0
         last_val: list[dict[str, Any]] = []
         with self._progress(total) as bar:
@@ -166,6 +175,9 @@ class Trainer:
         finished = self.epoch >= self.config.epochs or (
             self.epoch == self.config.epochs - 1 and self.position >= len(self.kept)
         )
+        stopped = stop_at is not None and self.items_done >= stop_at
+        if not finished and stopped and done_now and self.items_done % self.config.checkpoint_every:
+            self.checkpoint()  # the run stops at `stop_at`: keep exactly this point
         if finished:
             if self.items_done % self.config.val_every != 0 or not last_val:
                 last_val = self.validate()

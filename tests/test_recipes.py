@@ -1,0 +1,102 @@
+"""Recipe files (`cacovid train --config`): every shipped recipe loads, a recipe resolves to the same
+run as its command line, the command line overrides the file, and unknown keys are refused."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cacovid.cli.train import app, read_recipe
+from cacovid.train.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".json", ".yaml", ".yml"))
+SHIPPED = ROOT / "recipes" / "toy" / "cacovid"
+
+
+def _resolved(*args: str) -> dict:
+    res = CliRunner().invoke(app, [*args, "--print-config"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _refused(*args: str) -> str:
+    res = CliRunner().invoke(app, [*args, "--print-config"])
+    assert res.exit_code != 0
+    return " ".join(res.output.split())  # the error box wraps lines
+
+
+def test_the_shipped_policy_has_one_recipe_per_stage():
+    assert [p.name for p in sorted(SHIPPED.glob("*.json"))] == [f"stage{n}.json" for n in range(1, 7)]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_recipe_loads(path: Path):
+    recipe = read_recipe(path)
+    assert isinstance(recipe.get("description"), str) and recipe["description"].strip()
+    shown = _resolved("--config", str(path))
+    config = TrainConfig.from_dict(shown["train_config"])
+    for key, value in recipe.items():
+        if key in shown["train_config"]:
+            assert getattr(config, key) == value, key
+        elif key != "description":
+            assert shown["run"][key] == value, key
+
+
+def test_the_stages_form_one_lineage():
+    # Each stage starts from the policy the previous one ends with; the last is the shipped policy.
+    runs = [_resolved("--config", str(SHIPPED / f"stage{n}.json"))["run"] for n in range(1, 7)]
+    assert runs[0]["init_policy"] is None
+    for before, after in itertools.pairwise(runs):
+        ends = f"{before['out']}/checkpoint/policy" if before["stop_at"] else f"{before['out']}/policy"
+        assert after["init_policy"] == ends
+    assert runs[-1]["novelty_weight"] == 4.0  # the shipped policy's prior weight
+    shipped = json.loads((ROOT / "src/cacovid/policy/shipped/toy/config.json").read_text())
+    assert shipped["novelty_weight"] == runs[-1]["novelty_weight"]
+
+
+def test_a_recipe_equals_its_command_line():
+    line = shlex.split(
+        "--model toy --reward dense --ratio 0.06 --fixed-ratio --kl-coef 0.1 --layer-lr-scale 0 "
+        "--init-policy runs/p4/policy --band-beta 6 --band-group 4 --group-size 64 --lr 2e-4 "
+        "--n-items 700 --world preset=classic,seed_offset=9000000 --out runs/p5"
+    )
+    assert _resolved("--config", str(SHIPPED / "stage5.json")) == _resolved(*line)
+
+
+def test_the_command_line_overrides_the_file(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"lr": 3e-4, "n_items": 50, "adapt_ratio": False, "warmup_fraction": 0.2}))
+    shown = _resolved("--config", str(path), "--lr", "1e-4", "--adapt-ratio")
+    assert shown["train_config"]["lr"] == 1e-4  # given explicitly, even at its default value
+    assert shown["train_config"]["adapt_ratio"] is True
+    assert shown["run"]["n_items"] == 50 and shown["train_config"]["warmup_fraction"] == 0.2
+    assert _resolved("--config", str(path))["train_config"]["lr"] == 3e-4
+
+
+def test_unknown_or_mistyped_keys_are_refused(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"lr": 1e-3, "token_scope": "video", "n-items": 5}))
+    assert "unknown recipe keys ['n-items', 'token_scope']" in _refused("--config", str(path))
+    path.write_text(json.dumps({"n_items": "many"}))
+    assert "'n_items': expected int" in _refused("--config", str(path))
+    path.write_text(json.dumps({"dual_clip": "yes"}))
+    assert "'dual_clip'" in _refused("--config", str(path))
+    path.write_text(json.dumps([1, 2]))
+    assert "one object" in _refused("--config", str(path))
+    assert "no recipe file" in _refused("--config", str(tmp_path / "missing.json"))
+
+
+def test_yaml_recipes_read_like_json(tmp_path):
+    yaml_path = tmp_path / "r.yaml"
+    yaml_path.write_text("description: a test\nlr: 0.001\nval_ratios: [0.5, 0.1]\ndual_clip: null\n")
+    json_path = tmp_path / "r.json"
+    json_path.write_text(json.dumps({"lr": 0.001, "val_ratios": "0.5,0.1", "dual_clip": None}))
+    shown = _resolved("--config", str(yaml_path))
+    assert shown == _resolved("--config", str(json_path))
+    assert shown["train_config"]["val_ratios"] == [0.5, 0.1] and shown["train_config"]["dual_clip"] is None
