@@ -29,6 +29,8 @@ def test_demo_writes_the_report_folder_with_the_shipped_policy(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     rows = {(r["method"], r["ratio"]) for r in summary["rows"]}
     assert {("cacovid", 0.1), ("random", 0.1), ("uniform", 0.1), ("novelty", 0.1), ("full", 1.0)} <= rows
+    assert ("relevance", 0.1) in rows
+    assert "sensitivity" not in result.output  # the classic world asks no counterfactuals
     lines = (tmp_path / "items.jsonl").read_text().splitlines()
     assert {json.loads(line)["item_id"] for line in lines} == {f"synthetic:test:{i}" for i in range(3)}
     assert (tmp_path / "report.md").is_file()
@@ -57,3 +59,20 @@ def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
     assert trained["novelty_weight"] == shipped.get("novelty_weight", 0.0)  # the same kind of policy
     assert not (tmp_path / "policy" / "selection.json").exists()  # nothing was tuned for it
     assert {r["method"] for r in json.loads((tmp_path / "summary.json").read_text())["rows"]} >= {"cacovid"}
+
+
+def test_demo_on_the_decoys_world_reports_question_sensitivity(tmp_path):
+    result = _demo(
+        "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2", "--ratios", "0.25",
+        "--world", "preset=decoys,frames=4,target_frames=2:3", "--methods", "random",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (random_row,) = [r for r in summary["rows"] if r["method"] == "random"]
+    assert random_row["question_sensitivity"] == random_row["question_base_rate"]
+    assert f"({random_row['question_base_rate']:.3f})" in result.output  # the table's column
+
+
+def test_demo_names_a_bad_world(tmp_path):
+    result = _demo("--out", str(tmp_path), "--world", "preset=nope")
+    assert result.exit_code != 0 and "unknown world preset 'nope'" in result.output

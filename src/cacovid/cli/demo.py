@@ -1,11 +1,12 @@
 """`cacovid demo`: the main job on the embedded default, end to end.
 
-Loads the embedded toy video LLM, gets a CaCoVID policy (the one shipped with the package, or a fresh
-one trained here with `--retrain`), evaluates it against random and uniform selection and against its
-own temporal-novelty prior alone (`selectors/novelty.py`) at several retention ratios on the synthetic
-test split, and writes a report folder: summary.json and items.jsonl (the result-file contract),
-report.md with the table, a plot of accuracy vs retention, token heat-maps, and the policy itself
-beside them.
+Loads the embedded toy video LLM, gets a CaCoVID policy (the one shipped with the package for the
+chosen world preset, or a fresh one trained in this run with `--retrain`), evaluates it against
+random and uniform selection, its own temporal-novelty prior alone (`selectors/novelty.py`) and the
+question-aware `relevance` heuristic at several retention ratios on the synthetic test split, and
+writes a report folder: summary.json and items.jsonl (the result-file contract), report.md with the
+table, a plot of accuracy vs retention, token heat-maps, and the policy itself beside them. Where the
+world asks counterfactual questions (`preset=decoys`), the table also shows question sensitivity.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from pathlib import Path
 
 import typer
 
+# The world `cacovid demo` runs on without --world.
+DEMO_WORLD = "preset=classic"
+# Policies shipped for the toy model, by world preset (folders under policy/shipped/).
+SHIPPED_POLICIES = {"classic": "toy", "decoys": "toy-decoys"}
 
-def shipped_policy_dir() -> Path:
-    """The policy trained for the toy model and shipped inside the package."""
+
+def shipped_policy_dir(preset: str = "classic") -> Path:
+    """The policy trained for the toy model on world `preset`, shipped inside the package."""
     from importlib import resources
 
-    return Path(str(resources.files("cacovid.policy"))) / "shipped" / "toy"
+    return Path(str(resources.files("cacovid.policy"))) / "shipped" / SHIPPED_POLICIES.get(preset, "toy")
 
 
 def shipped_novelty_weight() -> float:
@@ -70,10 +76,14 @@ def demo_command(
     n: int = typer.Option(200, min=1, help="Test items to evaluate."),
     ratios: str = typer.Option("0.25,0.2,0.15,0.1,0.05", help="Retention ratios."),
     methods: str = typer.Option(
-        "random,uniform,novelty",
-        help="Baselines to compare against (or 'all'); 'novelty' is the shipped policy's prior alone.",
+        "random,uniform,novelty,relevance",
+        help="Baselines to compare against (or 'all'); 'novelty' is the shipped policy's prior alone, "
+        "'relevance' a training-free question-aware heuristic.",
     ),
-    world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…]."),
+    world: str = typer.Option(
+        DEMO_WORLD,
+        help="World KEY=VALUE[,KEY=VALUE…], e.g. preset=decoys; a preset with a shipped policy uses it.",
+    ),
     split: str = typer.Option("test", help="Split to evaluate on."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for the tiny model)."),
@@ -85,6 +95,7 @@ def demo_command(
     from rich.table import Table
 
     from cacovid.data.sources import synthetic_source
+    from cacovid.data.synthetic import WorldConfig
     from cacovid.evaluate import EvalConfig, build_methods, build_report, parse_methods, run_evaluation
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
@@ -99,12 +110,13 @@ def demo_command(
         source = synthetic_source(world or None, split=split, n=n)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    preset = WorldConfig.from_dict(source.world).preset_name if source.world else None
     out.mkdir(parents=True, exist_ok=True)
     adapter = load_video_llm(model)
     policy_dir = out / "policy"
     if not (policy_dir / "config.json").is_file():
-        shipped = shipped_policy_dir()
-        if retrain or model != "toy" or world or not (shipped / "config.json").is_file():
+        shipped = shipped_policy_dir(preset or "classic")
+        if retrain or model != "toy" or preset is None or not (shipped / "config.json").is_file():
             console.print(f"training a CaCoVID policy on {train_items} items …")
             trained = _train_policy(adapter, out, train_items, world, seed, progress)
         else:
@@ -124,18 +136,23 @@ def demo_command(
     t_total = time.time() - t0
 
     table = Table(title=f"CaCoVID vs baselines — {model}, synthetic:{split}, n={summary.get('n_items')}")
-    for col in ("method", "ratio", "accuracy", "% of full", "evidence recall", "compression ms"):
+    sensitive = any(row.get("question_sensitivity") is not None for row in summary["rows"])
+    columns = ["method", "ratio", "accuracy", "% of full", "evidence recall"]
+    columns += ["question sensitivity (base rate)"] if sensitive else []
+    for col in [*columns, "compression ms"]:
         table.add_column(col, justify="right" if col != "method" else "left")
     for row in summary["rows"]:
-        rec = row.get("evidence_recall")
-        table.add_row(
+        rec, qs = row.get("evidence_recall"), row.get("question_sensitivity")
+        cells = [
             row["method"],
             f"{row['ratio']:.2f}",
             f"{row['accuracy']:.3f}",
             "-" if row.get("pct_of_full") is None else f"{row['pct_of_full']:.1f}",
             "-" if rec is None else f"{rec:.3f}",
-            f"{row.get('compression_ms') or 0.0:.2f}",
-        )
+        ]
+        if sensitive:
+            cells.append("-" if qs is None else f"{qs:.3f} ({row['question_base_rate']:.3f})")
+        table.add_row(*cells, f"{row.get('compression_ms') or 0.0:.2f}")
     console.print(table)
     console.print(
         f"policy {t_train:.0f} s, total {t_total:.0f} s; report: {out / 'report.md'}; policy: {policy_dir}"
