@@ -274,3 +274,49 @@ def test_selector_follows_the_scores(llava_llm, frames):
         k = int(keep[t].sum())
         if k:
             assert set(torch.topk(s[t], k).indices.tolist()) == set(keep[t].nonzero().squeeze(1).tolist())
+
+
+# ---- the question-match term ---------------------------------------------------------------------
+def _two_questions(llm):
+    from cacovid.data.sources import synthetic_source
+
+    item = synthetic_source("preset=decoys,frames=4,target_frames=2:3", "test", 1).sequence[0]
+    return llm.encode_item(item), llm.encode_item(item.counterfactual_item())
+
+
+@pytest.fixture(scope="module")
+def toy_llm():
+    from cacovid.models import load_video_llm
+
+    return load_video_llm("toy")  # its tokenizer knows the world's colour and shape words
+
+
+def test_question_match_starts_silent_then_reads_the_question(toy_llm, tmp_path):
+    llava_llm = toy_llm
+    own, other = _two_questions(llava_llm)
+    plain = CaCoVIDPolicy.from_host(llava_llm, seed=0)
+    matched = CaCoVIDPolicy.from_host(llava_llm, seed=0, question_match_dim=8)
+    # W_k starts at zero: a fresh policy scores exactly as without the term
+    torch.testing.assert_close(matched(own).token_logits, plain(own).token_logits)
+    assert matched.question_match is not None and plain.question_match is None
+    assert set(map(id, matched.question_match.parameters())) <= set(map(id, matched.head_parameters()))
+    with torch.no_grad():
+        matched.question_match.key.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    # the term alone (layer and heads give the rest) follows the question, on the same video
+    term_own, term_other = matched.question_term(own), matched.question_term(other)
+    assert (term_own - term_other).abs().max() > 1e-3
+    # and it is trained: the score of a token gets a gradient through W_q and W_k
+    matched(own).token_scores[0].backward()
+    assert matched.question_match.query.weight.grad.abs().sum() > 0
+    matched.save_pretrained(tmp_path)
+    loaded = CaCoVIDPolicy.from_pretrained(tmp_path, host=llava_llm)
+    assert loaded.config.question_match_dim == 8
+    torch.testing.assert_close(loaded(own).token_logits, matched(own).token_logits.detach())
+
+
+def test_question_match_dim_is_validated():
+    with pytest.raises(ValueError, match="question_match_dim"):
+        PolicyConfig(question_match_dim=-1)
+    with pytest.raises(ValueError, match="question_match_dim"):
+        PolicyConfig(question_match_dim=1.5)
+    assert PolicyConfig.from_dict({}).question_match_dim == 0  # saved before the option existed

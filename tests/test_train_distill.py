@@ -104,10 +104,22 @@ def test_cli_distill_writes_a_policy_and_names_bad_input(tmp_path):
     n_threads = torch.get_num_threads()
     try:
         result = CliRunner().invoke(
-            app, [*args, "--batch-size", "2", "--out", str(tmp_path), "--threads", "1"]
+            app,
+            [
+                *args,
+                "--batch-size",
+                "2",
+                "--question-match-dim",
+                "4",
+                "--out",
+                str(tmp_path),
+                "--threads",
+                "1",
+            ],
         )
         assert result.exit_code == 0, result.output
         assert (tmp_path / "policy" / "model.safetensors").is_file()
+        assert json.loads((tmp_path / "policy" / "config.json").read_text())["question_match_dim"] == 4
         bad = CliRunner().invoke(app, [*args, "--layer", "9", "--out", str(tmp_path / "bad")])
         assert bad.exit_code != 0 and "decoder layers" in bad.output
         missing = CliRunner().invoke(

@@ -136,6 +136,20 @@ class EncodedPrompt:
         """(N, D) projected video tokens, the features pre-LLM selectors compare."""
         return self.inputs_embeds[self.video_positions]
 
+    def question_positions(self) -> torch.Tensor:
+        """(Q,) sequence positions of the text after the video block (attention mask 1).
+
+        Every supported chat template puts the question, its options and the answer instruction
+        after the video, so these are the tokens a question-aware selector reads.
+        """
+        L = self.inputs_embeds.shape[0]
+        after = torch.arange(L, device=self.inputs_embeds.device) > int(self.video_positions.max())
+        after &= self.attention_mask.to(torch.bool)
+        positions = after.nonzero().squeeze(1)
+        if positions.numel() == 0:
+            raise ValueError("the prompt has no text after the video: no question to compare tokens with")
+        return positions
+
     def frame_features(self) -> torch.Tensor:
         """(T, P, D) video tokens grouped by frame."""
         return self.video_features.reshape(self.num_frames, self.tokens_per_frame, -1)

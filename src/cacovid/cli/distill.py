@@ -25,6 +25,9 @@ def distill_command(
     lr: float = typer.Option(1e-3, help="Learning rate of the heads (the copied layer: × --layer-lr-scale)."),
     layer_lr_scale: float = typer.Option(0.1, min=0.0),
     init_policy: Path = typer.Option(None, help="Start from this saved policy instead of a fresh one."),
+    question_match_dim: int = typer.Option(
+        0, min=0, help="A fresh policy's question-match width (PolicyConfig.question_match_dim; 0: none)."
+    ),
     seed: int = typer.Option(0),
     threads: int = typer.Option(None, help="torch CPU threads."),
     device: str = typer.Option("cpu"),
@@ -67,7 +70,7 @@ def distill_command(
     policy = (
         CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
         if init_policy is not None
-        else CaCoVIDPolicy.from_host(llm, seed=seed)
+        else CaCoVIDPolicy.from_host(llm, seed=seed, question_match_dim=question_match_dim)
     ).to(llm.device)
     with Progress() as bar:
         task = bar.add_task("distill", total=None)

@@ -54,6 +54,11 @@ class PolicyConfig:
       the whole video from an answer-accuracy reward in affordable training, while content seen in
       few frames is where sparse evidence lives; the heads learn the rest (docs/experiments.md, "The
       temporal-novelty prior").
+    - `question_match_dim`: width d of the question-match term (`policy/question.py`) added to
+      every token score; 0 (the default) leaves it out, the policy of docs/method.md §2. Why: one
+      copied first layer learns only slowly to let a video token read the question after it
+      (docs/experiments.md, "The decoys world"); a dedicated cross-attention from each video token
+      to the question's tokens gives it that path directly.
     """
 
     host_name: str = ""
@@ -64,6 +69,7 @@ class PolicyConfig:
     seed: int = 0
     attn_implementation: str = "sdpa"
     novelty_weight: float = 0.0
+    question_match_dim: int = 0
 
     def __post_init__(self) -> None:
         self.head_widths = tuple(int(w) for w in self.head_widths)
@@ -74,6 +80,14 @@ class PolicyConfig:
         self.novelty_weight = float(self.novelty_weight)
         if not math.isfinite(self.novelty_weight) or self.novelty_weight < 0:
             raise ValueError(f"novelty_weight must be finite and >= 0, got {self.novelty_weight}")
+        if (
+            isinstance(self.question_match_dim, bool)
+            or int(self.question_match_dim) != self.question_match_dim
+        ):
+            raise ValueError(f"question_match_dim must be an integer >= 0, got {self.question_match_dim!r}")
+        self.question_match_dim = int(self.question_match_dim)
+        if self.question_match_dim < 0:
+            raise ValueError(f"question_match_dim must be an integer >= 0, got {self.question_match_dim}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"

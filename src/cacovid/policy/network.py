@@ -23,6 +23,7 @@ from torch import nn
 from cacovid.ops.novelty import standardise, temporal_novelty
 from cacovid.policy.config import PolicyConfig, structural_mismatches
 from cacovid.policy.layers import bidirectional_mask, build_host_modules, make_bidirectional
+from cacovid.policy.question import QuestionMatch
 from cacovid.types import EncodedPrompt
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class CaCoVIDPolicy(nn.Module):
         widths = config.resolved_head_widths()
         self.token_head = _head(D, widths, config.init_scale, gen)
         self.frame_head = _head(D, widths, config.init_scale, gen)
+        self.question_match = (
+            QuestionMatch(D, config.question_match_dim, gen, eps=eps) if config.question_match_dim else None
+        )
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -131,8 +135,9 @@ class CaCoVIDPolicy(nn.Module):
         return self.norm.weight.device
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Norm and heads: trained at the full learning rate."""
-        return [*self.norm.parameters(), *self.token_head.parameters(), *self.frame_head.parameters()]
+        """Norm, heads and the question-match term: trained at the full learning rate."""
+        match = list(self.question_match.parameters()) if self.question_match is not None else []
+        return [*self.norm.parameters(), *self.token_head.parameters(), *self.frame_head.parameters(), *match]
 
     def layer_parameters(self) -> list[nn.Parameter]:
         """The copied decoder layer: trained at a 10× smaller learning rate."""
@@ -190,9 +195,21 @@ class CaCoVIDPolicy(nn.Module):
             token_logits = self.token_head(self.norm(video))  # (N, 2)
             if self.config.novelty_weight:
                 token_logits = token_logits + self.novelty_prior(p)
+            if self.question_match is not None:
+                token_logits = token_logits + self.question_term(p)
             frame_logits = self.frame_head(self.norm(video.reshape(T, P, D).mean(dim=1)))  # (T, 2)
             results.append(PolicyOutput(token_logits, frame_logits))
         return results
+
+    def question_term(self, prompt: EncodedPrompt) -> torch.Tensor:
+        """(N, 2) logit offsets ±r/2 from the question-match term (trained; see `policy/question.py`)."""
+        assert self.question_match is not None
+        dev, dtype = self.device, self.norm.weight.dtype
+        embeds = prompt.inputs_embeds.to(dev, dtype)
+        video = embeds[prompt.video_positions.to(dev).clone()]
+        question = embeds[prompt.question_positions().to(dev).clone()]
+        half = 0.5 * self.question_match(video, question).unsqueeze(1)
+        return torch.cat([-half, half], dim=1)
 
     def novelty_prior(self, prompt: EncodedPrompt) -> torch.Tensor:
         """(N, 2) logit offsets ±w·n/2 (n: standardised temporal novelty of the input video tokens).

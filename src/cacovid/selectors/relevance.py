@@ -27,21 +27,10 @@ from cacovid.selectors.base import BaseSelector, SelectResult, unit
 from cacovid.types import EncodedPrompt
 
 
-def question_positions(prompt: EncodedPrompt) -> Tensor:
-    """(Q,) sequence positions of the text after the video block (attention mask 1)."""
-    L = prompt.inputs_embeds.shape[0]
-    after = torch.arange(L, device=prompt.inputs_embeds.device) > int(prompt.video_positions.max())
-    after &= prompt.attention_mask.to(torch.bool)
-    positions = after.nonzero().squeeze(1)
-    if positions.numel() == 0:
-        raise ValueError("the prompt has no text after the video: no question to compare tokens with")
-    return positions
-
-
 def question_relevance(prompt: EncodedPrompt) -> Tensor:
     """(N,) centred max cosine similarity of each video token to the question's token embeddings."""
     video = unit(prompt.video_features)  # (N, D)
-    text = unit(prompt.inputs_embeds[question_positions(prompt)])  # (Q, D)
+    text = unit(prompt.inputs_embeds[prompt.question_positions()])  # (Q, D)
     sim = video @ text.T  # (N, Q)
     return (sim - sim.mean(dim=0, keepdim=True)).amax(dim=1)
 
