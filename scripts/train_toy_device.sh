@@ -21,7 +21,8 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
 timeout "${LIMIT_S:-480}" $PY - "$RUN" <<PYEOF 2>&1 | tee "$OUT/train.txt"
 import sys, time
-from cacovid.toy.train import ToyTrainConfig, ToyTrainer
+from cacovid.toy.config import ToyTrainConfig
+from cacovid.toy.train import ToyTrainer
 cfg = ToyTrainConfig(
     out_dir=sys.argv[1], device="${DEVICE:-cuda}", workers=${WORKERS:-12}, threads=4,
     batch_size=${BATCH:-64}, vision_steps=${VISION_STEPS:-500}, qa_minutes=${QA_MINUTES:-6},
@@ -38,7 +39,8 @@ PYEOF
 $PY - "$RUN" "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/export.txt"
 import json, sys, tarfile, torch
 from pathlib import Path
-from cacovid.toy.train import ToyTrainConfig, ToyTrainer
+from cacovid.toy.config import ToyTrainConfig
+from cacovid.toy.train import ToyTrainer
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
 cfg = ToyTrainConfig(**{k: v for k, v in state["config"].items() if k != "qa_fixed"})

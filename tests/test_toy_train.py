@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
-from cacovid.toy.train import ToyTrainConfig, ToyTrainer, build_rows, lm_logits_tail, video_features
+from cacovid.toy.batching import build_rows
+from cacovid.toy.config import ToyTrainConfig
+from cacovid.toy.forward import lm_logits_tail, video_features
+from cacovid.toy.train import ToyTrainer
 
 SMALL_MODEL = {
     "text_hidden": 32,
@@ -86,7 +89,7 @@ def test_resume_is_exact(tmp_path):
 def test_query_attention_matches_eager_attention(tmp_path):
     """The recomputed attention row of the grounding loss equals the layer's own eager attention."""
     from cacovid.models.attention import capture_inputs, capture_output, eager_attention
-    from cacovid.toy.train import lm_hidden_tail, query_attention
+    from cacovid.toy.forward import lm_hidden_tail, query_attention
 
     tr = ToyTrainer(_config(tmp_path))
     items = tr._items(0)
@@ -147,7 +150,7 @@ def test_answer_targets_are_the_option_text_or_the_letter(tmp_path):
 
 def test_track_labels_count_frames_and_mark_motion_after_the_first_frame():
     from cacovid.data.synthetic import SyntheticWorld, WorldConfig
-    from cacovid.toy.train import _DIRECTION_INDEX, track_labels
+    from cacovid.toy.losses import _DIRECTION_INDEX, track_labels
 
     world = SyntheticWorld(WorldConfig(families=("motion", "count")))
     for i in range(6):
@@ -183,7 +186,7 @@ def test_init_from_starts_from_saved_weights(tmp_path):
 
 
 def test_family_weights_pick_families_deterministically(tmp_path):
-    from cacovid.toy.train import _StepBatches
+    from cacovid.toy.batching import _StepBatches
 
     tr = ToyTrainer(_config(tmp_path, world={"frames": "6", "families": "color:motion:order"}))
     only = _StepBatches(tr.world, tr.batcher, 6, {"motion": 1.0})
@@ -205,7 +208,7 @@ def _world_items(n: int):
 
 
 def test_sample_keep_default_keeps_all_evidence():
-    from cacovid.toy.train import sample_keep
+    from cacovid.toy.batching import sample_keep
 
     cfg = ToyTrainConfig(full_keep_prob=0.0)
     gen = torch.Generator().manual_seed(0)
@@ -218,7 +221,7 @@ def test_sample_keep_default_keeps_all_evidence():
 def test_sample_keep_evidence_dropout_keeps_a_cell_of_every_target():
     import numpy as np
 
-    from cacovid.toy.train import sample_keep
+    from cacovid.toy.batching import sample_keep
 
     cfg = ToyTrainConfig(
         full_keep_prob=0.0, evidence_drop_prob=1.0, evidence_drop_max=1.0, other_keep_max=0.0
@@ -241,7 +244,7 @@ def test_sample_keep_evidence_dropout_keeps_a_cell_of_every_target():
 def test_sample_keep_object_mode_keeps_whole_objects_per_frame():
     import numpy as np
 
-    from cacovid.toy.train import sample_keep
+    from cacovid.toy.batching import sample_keep
 
     cfg = ToyTrainConfig(full_keep_prob=0.0, object_keep_prob=1.0, other_keep_max=0.0)
     gen = torch.Generator().manual_seed(2)
@@ -267,7 +270,7 @@ def test_sample_keep_without_the_options_draws_what_it_drew_before():
     # (and a resumed older run) keeps the old random stream: evidence + `share` of the rest.
     import numpy as np
 
-    from cacovid.toy.train import sample_keep
+    from cacovid.toy.batching import sample_keep
 
     cfg = ToyTrainConfig(full_keep_prob=0.0)
     for it in _world_items(3):
@@ -282,7 +285,7 @@ def test_sample_keep_without_the_options_draws_what_it_drew_before():
 
 def test_track_labels_cover_decoys():
     from cacovid.data.synthetic import SyntheticWorld, WorldConfig
-    from cacovid.toy.train import _DIRECTION_INDEX, track_labels
+    from cacovid.toy.losses import _DIRECTION_INDEX, track_labels
 
     item = SyntheticWorld(WorldConfig.preset("decoys")).item("train", 0)
     motion, count = track_labels(item)
@@ -298,7 +301,7 @@ def test_track_labels_cover_decoys():
 
 
 def test_mix_worlds_draw_one_world_per_step_deterministically(tmp_path):
-    from cacovid.toy.train import _StepBatches
+    from cacovid.toy.batching import _StepBatches
 
     tr = ToyTrainer(_config(tmp_path))
     mix = {"frames=6": 1.0, "preset=decoys,frames=8,target_frames=2:4": 1.0}

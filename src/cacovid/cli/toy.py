@@ -61,7 +61,8 @@ def train_command(
 ) -> None:
     """Train the toy LLaVA-OneVision from scratch on the synthetic world (checkpoint + exact resume)."""
     from cacovid.data.synthetic.config import parse_world_overrides
-    from cacovid.toy.train import ToyTrainConfig, ToyTrainer
+    from cacovid.toy.config import ToyTrainConfig
+    from cacovid.toy.train import ToyTrainer
 
     cfg = ToyTrainConfig(
         out_dir=str(out),
