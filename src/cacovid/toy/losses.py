@@ -30,6 +30,7 @@ from cacovid.toy.batching import ToyBatcher
 from cacovid.toy.forward import query_attention
 from cacovid.types import QAItem
 
+# Objects up to this size (px) are target-sized: their cells carry the shape label (see `aux_loss`).
 SMALL_OBJECT_PX = 24
 _DIRECTION_INDEX = {"left": 1, "right": 2, "up": 3, "down": 4}  # 0: no label
 
