@@ -140,7 +140,7 @@ def plan(family: str, rng: np.random.Generator, cfg: WorldConfig) -> Plan:
     if family == "order":
         # Four distinct colours: first target, second target, and two colours absent from the video.
         # Colours, not shapes: a from-scratch toy model reads colour per token far more reliably than
-        # shape at 16 px (see toy/train.py), and the question stays about *when* things happen.
+        # shape at 16 px (see toy/losses.py, `aux_loss`), and the question stays about *when* things happen.
         first, second, *absent = (str(c) for c in rng.permutation(COLOR_NAMES)[:4])
         len1 = _length(rng, lo, min(hi, T - lo))
         len2 = _length(rng, lo, min(hi, T - len1))
