@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from cacovid.ops.novelty import standardise, temporal_novelty
+from cacovid.ops.topk import topk_rows_mask
 from cacovid.selectors.base import BaseSelector, SelectResult, unit
 from cacovid.types import EncodedPrompt
 
@@ -36,10 +37,7 @@ def question_relevance(prompt: EncodedPrompt) -> Tensor:
 
 
 def _top_k(score: Tensor, k: int) -> Tensor:
-    order = torch.sort(score, descending=True, stable=True).indices
-    keep = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    keep[order[:k]] = True
-    return keep
+    return topk_rows_mask(score.unsqueeze(0), k)[0]
 
 
 class RelevanceSelector(BaseSelector):

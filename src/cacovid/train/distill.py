@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from cacovid.ops.topk import topk_rows_mask
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from cacovid.train.schedule import cosine_with_warmup, make_optimizer
 from cacovid.types import EncodedPrompt, QAItem, token_budget
 
 if TYPE_CHECKING:
@@ -115,9 +117,7 @@ def distill_loss(
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
-    keep[torch.topk(scores.detach().float().cpu(), k).indices] = True
-    return keep
+    return topk_rows_mask(scores.detach().float().cpu().unsqueeze(0), k)[0]
 
 
 class _Teacher:
@@ -175,13 +175,8 @@ def distill_policy(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = _Teacher(host, config)
-    opt = torch.optim.AdamW(
-        [
-            {"params": policy.head_parameters(), "lr": config.lr},
-            {"params": policy.layer_parameters(), "lr": config.lr * config.layer_lr_scale},
-        ],
-        weight_decay=config.weight_decay,
-    )
+    opt = make_optimizer(policy, config.lr, config.layer_lr_scale, config.weight_decay)
+    base_lrs = [group["lr"] for group in opt.param_groups]
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total = steps_per_epoch * config.epochs
     step = 0
@@ -212,8 +207,8 @@ def distill_policy(
             ]
         ).mean()
         # Cosine decay to 5 % over the whole run (counted in optimiser steps).
-        scale = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-        for group, base in zip(opt.param_groups, (config.lr, config.lr * config.layer_lr_scale), strict=True):
+        scale = cosine_with_warmup(step, total, warmup=0, min_scale=0.05)
+        for group, base in zip(opt.param_groups, base_lrs, strict=True):
             group["lr"] = base * scale
         opt.zero_grad(set_to_none=True)
         loss.backward()
