@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cacovid.models.attention import capture_output, eager_attention, stop_after
+from cacovid.models.compat import cache_argument
 from cacovid.models.frames import read_frames
 from cacovid.models.packing import PackedBatch, normalize_rows, pack_rows
 from cacovid.types import EncodedPrompt, QAItem, token_budget
@@ -51,6 +52,9 @@ class VideoLLM(ABC):
         self.processor = processor
         self.name_or_path = name_or_path
         self._answer_cache: dict[str, torch.Tensor] = {}
+        # The key/value cache's argument name ("cache" from transformers 5.24, "past_key_values"
+        # before), read once from the model's forward signature.
+        self._cache_arg = cache_argument(model)
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -302,7 +306,7 @@ class VideoLLM(ABC):
         if n == 1:
             return first
         # Teacher-force answer tokens 0..n-2 on the shared prompt cache to score tokens 1..n-1.
-        cache = out.past_key_values
+        cache = getattr(out, self._cache_arg)
         cache.batch_repeat_interleave(A)
         rest = ids[:, : n - 1].repeat(b, 1)  # (b*A, n-1), row-major over (row, answer)
         rest_mask = mask[:, : n - 1].repeat(b, 1)
@@ -315,8 +319,8 @@ class VideoLLM(ABC):
             inputs_embeds=embeds,
             position_ids=self.lm_position_ids(positions),
             attention_mask=attn,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_arg: cache},
         ).logits.float()
         target = ids[:, 1:].repeat(b, 1)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
