@@ -87,12 +87,44 @@ def _summary_table(summary: dict):
     return table
 
 
+MAX_PRINTED_VALUES = 12  # a category axis with more values is left to report.md and summary.json
+
+
+def _category_tables(summary: dict) -> list:
+    """One compact rich table per category axis of a benchmark run (accuracy % per value), or a
+    line pointing to report.md for an axis too wide to print (MVBench's 20 tasks)."""
+    from rich import box
+    from rich.table import Table
+
+    from cacovid.evaluate.report import category_cells, shown_category_axes
+
+    out: list = []
+    for axis in shown_category_axes(summary):
+        head, rows = category_cells(summary, axis)
+        if len(head) - 3 > MAX_PRINTED_VALUES:
+            out.append(f"accuracy per {axis}: {len(head) - 3} values, see report.md and summary.json")
+            continue
+        table = Table(title=f"accuracy % per {axis}", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
+        for i, col in enumerate(head):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for cells in rows:
+            table.add_row(*cells)
+        out.append(table)
+    return out
+
+
 def eval_command(
     model: Annotated[
         str, typer.Option("--model", help='Video LLM: "toy" or a checkpoint directory / hub id.')
     ] = "toy",
     data: Annotated[
-        str, typer.Option("--data", help='"synthetic" or a Video-R1 style JSON file.')
+        str,
+        typer.Option(
+            "--data",
+            help='"synthetic", a Video-R1 style JSON file, or a benchmark as NAME:ROOT (videomme, '
+            "videomme-short|medium|long, mlvu-dev, mlvu-test, longvideobench, mvbench, egoschema; "
+            "docs/benchmarks.md).",
+        ),
     ] = "synthetic",
     split: Annotated[str, typer.Option("--split", help="Synthetic split: train, val or test.")] = "test",
     world: Annotated[str, typer.Option("--world", help=_WORLD_HELP)] = "",
@@ -199,6 +231,8 @@ def eval_command(
             raise typer.Exit(1) from exc
         summary = harness.run_all()
     console.print(_summary_table(summary))
+    for table in _category_tables(summary):
+        console.print(table)
     console.print(f"{harness.n_computed} rows computed; results in {out}")
 
     if efficiency:

@@ -1,11 +1,15 @@
-"""Item sources: the QA items of the embedded synthetic world or of a Video-R1 JSON file, as one type.
+"""Item sources: the QA items of the embedded synthetic world, of a Video-R1 JSON file or of a
+multiple-choice benchmark, as one type.
 
 Why one loader: training, selection tuning and evaluation all read the command line's
-`--data synthetic|PATH.json` (with `--split`, `--world`, `--n`) the same way (`source_from_args`).
-A source names its items as text ("synthetic:test", "videor1:/data/mlvu.json") and keeps the world
-config, so results record where their items came from, and `find_item` rebuilds any one of them
-later from that record alone (a report made days later regenerates an item's frames for a heat-map).
-Synthetic items are generated when indexed, never held in memory.
+`--data synthetic|PATH.json|NAME:ROOT` (with `--split`, `--world`, `--n`) the same way
+(`source_from_args`). `NAME:ROOT` names a benchmark of `cacovid.data.benchmarks` and the folder its
+public files were unpacked into (`videomme:/data/Video-MME`, `mlvu-dev:/data/MLVU`; the layouts are
+in docs/benchmarks.md). A source names its items as text ("synthetic:test",
+"videor1:/data/items.json", "mvbench:/data/MVBench") and keeps the world config, so results record
+where their items came from, and `find_item` rebuilds any one of them later from that record alone
+(a report made days later regenerates an item's frames for a heat-map). Synthetic items are
+generated when indexed, never held in memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from cacovid.data.benchmarks import BENCHMARKS, load_benchmark, parse_benchmark_spec
 from cacovid.data.synthetic import SPLITS, SyntheticWorld, WorldConfig
 from cacovid.data.videor1 import load_videor1
 from cacovid.types import QAItem
@@ -24,6 +29,7 @@ __all__ = [
     "VIDEOR1_PREFIX",
     "ItemSource",
     "WorldItems",
+    "benchmark_source",
     "find_item",
     "source_from_args",
     "synthetic_source",
@@ -101,6 +107,25 @@ def synthetic_source(world: Any = None, split: str = "test", n: int = 100, start
     )
 
 
+def _slice(items: Sequence[QAItem], n: int | None, start: int, what: str, unique_ids: bool) -> list[QAItem]:
+    """Items start..start+n-1 (to the end when n is None), checked to be non-empty and, where
+    asked, to carry distinct ids."""
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    items = list(items[start:] if n is None else items[start : start + _check_count(n)])
+    if not items:
+        raise ValueError(f"{what} holds no items")
+    if unique_ids:
+        seen: set[str] = set()
+        for it in items:
+            if it.id in seen:
+                raise ValueError(
+                    f"{what}: item ids must be unique (results are keyed by item id); {it.id!r} repeats"
+                )
+            seen.add(it.id)
+    return items
+
+
 def videor1_source(
     path: str | Path, n: int | None = None, *, start: int = 0, unique_ids: bool = True
 ) -> ItemSource:
@@ -110,17 +135,20 @@ def videor1_source(
     keyed by item id); training and tuning do not.
     """
     path = Path(path)
-    items = load_videor1(path)
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    items = items[start:] if n is None else items[start : start + _check_count(n)]
-    if not items:
-        raise ValueError(f"{path} holds no items")
-    if unique_ids:
-        ids = [it.id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{path}: item ids must be unique (results are keyed by item id)")
+    items = _slice(load_videor1(path), n, start, str(path), unique_ids)
     return ItemSource(dataset=f"{VIDEOR1_PREFIX}{path.resolve()}", sequence=items)
+
+
+def benchmark_source(
+    name: str, root: str | Path, n: int | None = None, *, start: int = 0, unique_ids: bool = True
+) -> ItemSource:
+    """Items start..start+n-1 (to the end when `n` is None) of benchmark `name` under `root`.
+
+    The dataset is named "NAME:ABSOLUTE_ROOT", so a run records which files it read.
+    """
+    root = Path(root)
+    items = _slice(load_benchmark(name, root), n, start, f"{name}:{root}", unique_ids)
+    return ItemSource(dataset=f"{name}:{root.resolve()}", sequence=items, info={"benchmark": name})
 
 
 def source_from_args(
@@ -133,23 +161,27 @@ def source_from_args(
     synthetic_n: int = 100,
     unique_ids: bool = True,
 ) -> ItemSource:
-    """The command line's `--data synthetic|PATH.json` (plus --split, --world, --n) as a source.
+    """The command line's `--data synthetic|PATH.json|NAME:ROOT` (plus --split, --world, --n) as a
+    source.
 
-    `n` None means `synthetic_n` items of the world, or every item of a file; `split` and `world`
-    apply to the world only.
+    `n` None means `synthetic_n` items of the world, or every item of a file or benchmark; `split`
+    and `world` apply to the world only (a benchmark's split is part of its name: `mlvu-dev`).
     """
     if data == "synthetic":
         return synthetic_source(world, split, synthetic_n if n is None else n, start)
     if world:
         raise ValueError("--world only applies to --data synthetic")
+    spec = parse_benchmark_spec(data)
+    if spec is not None:
+        return benchmark_source(spec[0], spec[1], n, start=start, unique_ids=unique_ids)
     return videor1_source(data, n, start=start, unique_ids=unique_ids)
 
 
 def find_item(run: dict[str, Any], item_id: str, index: int | None = None) -> QAItem | None:
     """Rebuild one evaluated item from a run description (run.json), or None if it is not reachable.
 
-    Synthetic items are regenerated from the world config and their index; file items are looked up
-    by id in their JSON file.
+    Synthetic items are regenerated from the world config and their index; file and benchmark
+    items are looked up by id in their annotation files.
     """
     dataset = str(run.get("dataset") or "")
     if dataset.startswith(SYNTHETIC_PREFIX):
@@ -163,4 +195,11 @@ def find_item(run: dict[str, Any], item_id: str, index: int | None = None) -> QA
         if not path.is_file():
             return None
         return next((it for it in load_videor1(path) if it.id == item_id), None)
+    name, _, root = dataset.partition(":")
+    if name in BENCHMARKS and root:
+        try:
+            items = load_benchmark(name, root)
+        except (OSError, ValueError):  # the files moved or changed since the run
+            return None
+        return next((it for it in items if it.id == item_id), None)
     return None

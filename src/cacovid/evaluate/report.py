@@ -9,6 +9,9 @@ FastV-style rows are marked with a dagger and their FLOP-equivalent input ratio:
 full-length compute in its first layers, so "25 % retention" costs it more than 25 % input pruning.
 The plot draws FastV at its FLOP-equivalent ratio for the same reason.
 
+Benchmarks whose items carry categories (Video-MME's duration, domain and task type; MVBench's and
+MLVU's task; LongVideoBench's duration group) get one more table per category axis.
+
 Inputs: summary.json (required), run.json, items.jsonl (heat-maps), efficiency.json (optional).
 Outputs in `out` (default: the results directory): report.md, accuracy_vs_retention.png and
 heatmap_<item>_r<ratio>.png files.
@@ -109,6 +112,45 @@ def accuracy_table(summary: dict[str, Any], efficiency: dict[str, Any] | None = 
                 e = eff.get((row["method"], ratio_key(row["ratio"])))
                 cells.append(_num(e.get("prefill_speedup") if e else None, "{:.2f}×"))
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def shown_category_axes(summary: dict[str, Any]) -> list[str]:
+    """Category axes worth a table of their own: every axis of the summary except one that only
+    repeats the per-family columns of the main table (a benchmark's first axis is its family)."""
+    axes = summary.get("categories") or {}
+    families = summary.get("families") or []
+    out = []
+    for axis, values in axes.items():
+        same = list(values) == list(families) and all(
+            (r.get("per_category") or {}).get(axis, {}) == (r.get("per_family") or {})
+            for r in summary["rows"]
+        )
+        if not same:
+            out.append(axis)
+    return out
+
+
+def category_cells(summary: dict[str, Any], axis: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of cells) of the accuracy per value of one category axis: a row per (method,
+    ratio) in the summary's order, a column per value (its item count in brackets), then the average."""
+    values = (summary.get("categories") or {}).get(axis, [])
+    counts = (summary.get("category_counts") or {}).get(axis, {})
+    head = ["Method", "Retention", *(f"{v} ({counts[v]})" if v in counts else v for v in values), "Avg."]
+    rows = []
+    for row in summary["rows"]:
+        per = (row.get("per_category") or {}).get(axis, {})
+        rows.append(
+            [row["method"], _ratio_label(row), *(_pct(per.get(v)) for v in values), _pct(row["accuracy"])]
+        )
+    return head, rows
+
+
+def category_table(summary: dict[str, Any], axis: str) -> str:
+    """Markdown table of the accuracy per value of one category axis (see `category_cells`)."""
+    head, rows = category_cells(summary, axis)
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
 
 
@@ -270,6 +312,16 @@ def build_report(
         "model on the same items; *Ev. recall* is the share of ground-truth evidence tokens kept; "
         "*Compr. ms* is the median selection time."
     )
+    axes = shown_category_axes(summary) if summary["rows"] else []
+    if axes:
+        md += ["", "## Accuracy by category", ""]
+        md.append(
+            "Accuracy in % per value of each category the benchmark reports (items per value in "
+            "brackets); failed rows count as wrong, as in the main table."
+        )
+        for axis in axes:
+            md += ["", f"### {axis.replace('_', ' ')}", "", category_table(summary, axis)]
+        md.append("")
     if any(r.get("flop_equivalent_ratio") is not None for r in summary["rows"]):
         md += [
             "",

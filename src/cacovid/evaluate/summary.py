@@ -14,6 +14,10 @@ Definitions (one row of the summary per (method, ratio)):
   |kept ∩ evidence| / |evidence|; None when no item has evidence.
 - `kept_tokens_mean`: mean kept video tokens; `compression_ms`: median selection time.
 - `per_family`: accuracy per question family.
+- `per_category` (benchmarks, whose rows carry `categories`: axis → value, e.g. Video-MME's
+  duration and task type): accuracy per value of each axis, {axis: {value: accuracy}}. The header
+  lists each axis's values in first-seen order (`categories`) and how many items each holds
+  (`category_counts`). Empty where no row has categories (older result files, synthetic data).
 - `flop_equivalent_ratio` (FastV-style rows only): mean input ratio with equal prefill FLOPs.
 - `question_sensitivity` (items with a counterfactual question, selector rows): mean share of the
   counterfactual target's evidence the selector keeps when asked the counterfactual question;
@@ -76,10 +80,54 @@ def _families(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _row_categories(row: dict[str, Any]) -> dict[str, str]:
+    cats = row.get("categories")
+    return {str(k): str(v) for k, v in cats.items() if v is not None} if isinstance(cats, dict) else {}
+
+
+def category_axes(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Category axis → its values, both in first-seen order, over rows that carry categories."""
+    axes: dict[str, list[str]] = {}
+    for row in rows:
+        for axis, value in _row_categories(row).items():
+            values = axes.setdefault(axis, [])
+            if value not in values:
+                values.append(value)
+    return axes
+
+
+def _category_counts(rows: list[dict[str, Any]], axes: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Distinct items per category value (an item counts once whatever its methods and ratios)."""
+    items: dict[str, dict[str, str]] = {}
+    for row in rows:
+        items.setdefault(str(row["item_id"]), _row_categories(row))
+    counts: dict[str, dict[str, int]] = {axis: dict.fromkeys(values, 0) for axis, values in axes.items()}
+    for cats in items.values():
+        for axis, value in cats.items():
+            counts[axis][value] += 1
+    return counts
+
+
+def _per_category(group: list[dict[str, Any]], axes: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for axis, values in axes.items():
+        scores: dict[str, list[float]] = {}
+        for row in group:
+            value = _row_categories(row).get(axis)
+            if value is not None:
+                scores.setdefault(value, []).append(_score(row))
+        out[axis] = {v: float(sum(scores[v]) / len(scores[v])) for v in values if v in scores}
+    return out
+
+
 def summarize_group(
-    group: list[dict[str, Any]], full_by_item: dict[str, float] | None, families: list[str]
+    group: list[dict[str, Any]],
+    full_by_item: dict[str, float] | None,
+    families: list[str],
+    axes: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The summary row for one (method, ratio) group of per-item rows."""
+    """The summary row for one (method, ratio) group of per-item rows (`axes`: the run's category
+    axes and their values, see `category_axes`)."""
     first = group[0]
     scores = [_score(r) for r in group]
     out: dict[str, Any] = {
@@ -109,6 +157,7 @@ def summarize_group(
         if fam_scores:
             per_family[fam] = float(sum(fam_scores) / len(fam_scores))
     out["per_family"] = per_family
+    out["per_category"] = _per_category(group, axes or {})
     for key in QUESTION_KEYS:
         out[key] = _mean([float(r[key]) for r in group if r.get(key) is not None])
     flop_eq = [float(r["flop_equivalent_ratio"]) for r in group if r.get("flop_equivalent_ratio") is not None]
@@ -137,6 +186,7 @@ def summarize(
     rows = latest_rows(rows)
     run = run or {}
     families = _families(rows)
+    axes = category_axes(rows)
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["method"], ratio_key(row["ratio"])), []).append(row)
@@ -155,5 +205,7 @@ def summarize(
         "n_errors": sum(1 for r in rows if _is_pipeline_error(r)),
         "n_unparsable": sum(1 for r in rows if r.get("error_kind") == "unparsable"),
         "families": families,
-        "rows": [summarize_group(groups[k], full_by_item, families) for k in keys],
+        "categories": axes,
+        "category_counts": _category_counts(rows, axes),
+        "rows": [summarize_group(groups[k], full_by_item, families, axes) for k in keys],
     }
