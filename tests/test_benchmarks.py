@@ -458,7 +458,8 @@ def test_lvb_mvbench_egoschema_bad_rows(lvb_root, mvbench_root, egoschema_root):
         load_benchmark("mvbench", mvbench_root)
     _json(egoschema_root / "subset_answers.json", {"uid-a": 5})
     with pytest.raises(
-        AnnotationError, match=r"subset_answers\.json, q_uid 'uid-a': the answer must be an option number 0 to 4, got 5"
+        AnnotationError,
+        match=r"subset_answers\.json, q_uid 'uid-a': the answer must be an option number 0 to 4, got 5",
     ):
         load_benchmark("egoschema", egoschema_root)
     _json(egoschema_root / "subset_answers.json", {"uid-zzz": 1})
@@ -511,6 +512,27 @@ def test_summary_breaks_accuracy_down_by_category():
     table = category_table(summary, "task_type")
     assert "| Method | Retention | Counting Problem (2) | OCR Problems (1) | Avg. |" in table
     assert "| uniform | 10% | 50.0 | 100.0 | 66.7 |" in table
+
+
+def test_printed_category_tables():
+    from rich.console import Console
+    from rich.table import Table
+
+    from cacovid.cli.eval import MAX_PRINTED_VALUES, _category_tables
+
+    tasks = [f"task {k}" for k in range(MAX_PRINTED_VALUES + 1)]
+    rows = []
+    for k, task in enumerate(tasks):
+        cats = {"task": task, "size": "big" if k % 2 else "small"}
+        rows += [_row(str(k), "full", 1.0, 1, cats), _row(str(k), "uniform", 0.25, k % 2, cats)]
+    printed = _category_tables(summarize(rows))
+    assert printed[0] == f"accuracy per task: {len(tasks)} values, see report.md and summary.json"
+    assert isinstance(printed[1], Table) and printed[1].title == "accuracy % per size"
+    console = Console(width=100, record=True)
+    console.print(printed[1])
+    text = console.export_text()
+    assert "small (7)" in text and "big (6)" in text
+    assert "uniform" in text and "100.0" in text and "0.0" in text
 
 
 def test_summary_of_rows_without_categories_stays_readable():
