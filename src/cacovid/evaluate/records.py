@@ -7,6 +7,9 @@ Files in a results directory:
 - `items.jsonl`: one JSON object per (item, method, ratio), append-only. A row is identified by
   `row_key` = (item_id, method, ratio rounded to 6 digits); when a key appears twice (a retried
   error), the later row wins.
+  Rows of benchmark items also carry `categories` (axis → value, e.g. {"duration": "short",
+  "task_type": "OCR Problems"}) for the per-category accuracy of `summary.py`; rows without them
+  (older files, synthetic data) simply have no categories.
 - `run.json`: what the run evaluated (model, dataset, world config, seed, ...), so a resumed run can
   refuse to mix rows from a different setting and a report can regenerate an item's frames.
 - `summary.json`, `efficiency.json`: derived; see `summary.py` and `efficiency.py`.

@@ -89,8 +89,11 @@ class Row:
         return AnnotationError(f"{self.benchmark}: {self.path}, row {self.index}: {message}")
 
     def get(self, name: str, kind: type | tuple[type, ...], *, default: Any = ...) -> Any:
-        """Field `name`, which must be of `kind`; missing fields hint at a file of another benchmark."""
-        if name not in self.data:
+        """Field `name`, which must be of `kind`; missing fields hint at a file of another benchmark.
+
+        With a `default` the field is optional: missing or null, it reads as the default.
+        """
+        if name not in self.data or (default is not ... and self.data[name] is None):
             if default is not ...:
                 return default
             raise self.error(
