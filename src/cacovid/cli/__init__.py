@@ -10,6 +10,7 @@ import typer
 
 from cacovid.cli import demo, distill, toy, train, tune, world
 from cacovid.cli import eval as eval_cli
+from cacovid.cli import filter as filter_cli
 
 app = typer.Typer(
     name="cacovid",
@@ -26,6 +27,7 @@ app.command("eval")(eval_cli.eval_command)
 app.command("report")(eval_cli.report_command)
 app.command("tune-selection")(tune.tune_selection_command)
 app.command("distill")(distill.distill_command)
+app.command("filter")(filter_cli.filter_command)
 
 
 def main() -> None:
