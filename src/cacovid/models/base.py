@@ -45,10 +45,13 @@ class VideoLLM(ABC):
     max_frames: int = 32
     max_batch_tokens: int = 1 << 18
 
-    def __init__(self, model: nn.Module, processor, name_or_path: str = "") -> None:
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+    def __init__(self, model: nn.Module, processor, name_or_path: str = "", *, freeze: bool = True) -> None:
+        # freeze=False wraps a caller's model as it is (no eval(), no requires_grad changes): what
+        # `cacovid.prune_inputs` does with a plain transformers model it is handed.
+        self.model = model.eval() if freeze else model
+        if freeze:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
         self.processor = processor
         self.name_or_path = name_or_path
         self._answer_cache: dict[str, torch.Tensor] = {}
@@ -94,12 +97,12 @@ class VideoLLM(ABC):
         """Ids that end generation: the generation config's, else the tokenizer's eos."""
         eos = getattr(self.model.generation_config, "eos_token_id", None)
         if eos is None:
-            eos = self.tokenizer.eos_token_id
+            eos = getattr(getattr(self.processor, "tokenizer", None), "eos_token_id", None)
         return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
 
     @property
     def pad_token_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
+        pad = getattr(getattr(self.processor, "tokenizer", None), "pad_token_id", None)
         if pad is None:
             pad = getattr(self.model.generation_config, "pad_token_id", None)
         if pad is None:

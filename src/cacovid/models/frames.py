@@ -1,13 +1,14 @@
-"""Frame arrays and evidence masks at the adapter boundary.
+"""Frame arrays, processor outputs and evidence masks at the adapter boundary.
 
-Why: every adapter accepts the same inputs — frames (T, H, W, 3) uint8 or a video file, and a
-ground-truth evidence grid (T, h, w) bool — and must reject malformed ones with a clear message
-before they reach a processor that would fail obscurely (or, worse, silently broadcast).
+Why: every adapter accepts the same inputs — frames (T, H, W, 3) uint8 or a video file, a processor's
+outputs for one prompt, and a ground-truth evidence grid (T, h, w) bool — and must reject malformed
+ones with a clear message before they reach a model that would fail obscurely (or, worse, silently
+broadcast).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,33 @@ def as_frames(frames: np.ndarray | torch.Tensor | Sequence) -> np.ndarray:
         else:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
     return np.ascontiguousarray(frames)
+
+
+def one_video_inputs(inputs: Mapping, pixels_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids (L,), video pixels) from a processor's outputs for one prompt holding one video.
+
+    Images beside the video are refused: their placeholders would stay unfilled, since only the
+    video's features are written into the prompt.
+    """
+    if not isinstance(inputs, Mapping):
+        raise ValueError(f"expected the processor's outputs (a mapping), got {type(inputs).__name__}")
+    for key in ("input_ids", pixels_key):
+        if inputs.get(key) is None:
+            raise ValueError(
+                f"the processor's outputs have no {key!r}: call the processor with text and videos=[frames]"
+            )
+    if inputs.get("pixel_values") is not None:
+        raise ValueError("image inputs (pixel_values) are not supported: pass one prompt with one video only")
+    ids = inputs["input_ids"]
+    if not isinstance(ids, torch.Tensor):
+        raise ValueError("input_ids must be a torch.Tensor: call the processor with return_tensors='pt'")
+    if ids.dim() == 2:
+        if ids.shape[0] != 1:
+            raise ValueError(f"expected one prompt (batch size 1), got a batch of {ids.shape[0]}")
+        ids = ids[0]
+    if ids.dim() != 1 or ids.numel() == 0:
+        raise ValueError(f"input_ids must be (1, L) or (L,), got shape {tuple(inputs['input_ids'].shape)}")
+    return ids, inputs[pixels_key]
 
 
 def evidence_mask(

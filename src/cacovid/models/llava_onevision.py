@@ -9,7 +9,7 @@ ids are plain 1-D `arange(L)`, exactly what the HF model uses; the language mode
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from cacovid.models.attention import capture_output, eager_attention, received_attention
 from cacovid.models.base import VideoLLM
-from cacovid.models.frames import as_frames, evidence_mask
+from cacovid.models.frames import as_frames, evidence_mask, one_video_inputs
 from cacovid.types import EncodedPrompt
 
 
@@ -58,20 +58,43 @@ class LlavaOneVisionVideoLLM(VideoLLM):
     ) -> EncodedPrompt:
         """Frames (T, H, W, 3) uint8 + question -> EncodedPrompt with T*H*W grid tokens.
 
-        Runs the processor (chat template, frame resizing/normalisation, placeholder expansion) and
-        the model's own `get_video_features`, then writes the features into the placeholders.
+        Runs the processor (chat template, frame resizing/normalisation, placeholder expansion), then
+        `encode_inputs` on its outputs.
         """
         frames = as_frames(frames)
         T = frames.shape[0]
+        inputs = self.processor(text=self.chat_text(question), videos=[frames], return_tensors="pt")
+        if inputs["pixel_values_videos"].shape[1] != T:
+            raise ValueError(
+                f"the processor returned {inputs['pixel_values_videos'].shape[1]} frames for {T} input frames"
+            )
+        return self.encode_inputs(inputs, evidence=evidence, vision_attention=vision_attention)
+
+    @torch.no_grad()
+    def encode_inputs(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        *,
+        evidence: np.ndarray | None = None,
+        num_frames: int | None = None,
+        vision_attention: bool = False,
+    ) -> EncodedPrompt:
+        """The processor's outputs for one prompt with one video -> EncodedPrompt.
+
+        Runs the model's own `get_video_features` and writes the features into the placeholders,
+        exactly as the model's forward would. `evidence` is (T, H, W) at the token grid.
+        """
+        input_ids, pixels = one_video_inputs(inputs, "pixel_values_videos")
+        if pixels.dim() != 5 or pixels.shape[0] != 1:
+            raise ValueError(
+                f"pixel_values_videos must hold one video (1, T, 3, h, w), got shape {tuple(pixels.shape)}"
+            )
+        input_ids = input_ids.to(self.device)
+        pixels = pixels.to(self.device, self.dtype)  # (1, T, 3, h, w)
+        T = pixels.shape[1]
         H, W = self.token_grid()
-        ev = evidence_mask(evidence, T, (T, H, W))
+        ev = evidence_mask(evidence, num_frames or T, (T, H, W))
         ev = ev.to(self.device) if ev is not None else None
-        text = self.chat_text(question)
-        inputs = self.processor(text=text, videos=[frames], return_tensors="pt")
-        input_ids = inputs["input_ids"][0].to(self.device)
-        pixels = inputs["pixel_values_videos"].to(self.device, self.dtype)  # (1, T, 3, h, w)
-        if pixels.shape[1] != T:
-            raise ValueError(f"the processor returned {pixels.shape[1]} frames for {T} input frames")
 
         attn_store = None
         if vision_attention:

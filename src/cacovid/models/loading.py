@@ -7,10 +7,12 @@ online) and the shipped toy model all go through the same ordinary `from_pretrai
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cacovid.models.base import VideoLLM
 from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
@@ -53,6 +55,58 @@ def adapter_for(model_type: str) -> type[VideoLLM]:
     return ADAPTERS[model_type][0]
 
 
+def as_video_llm(model: VideoLLM | nn.Module, processor=None) -> VideoLLM:
+    """An adapter for `model`: an adapter is returned as it is; a plain transformers video LLM
+    (LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL) is wrapped as it is, neither frozen nor put in eval mode.
+
+    `processor` (optional for a plain model) supplies the tokenizer's pad and eos ids; without it they
+    come from the model's generation config.
+    """
+    if isinstance(model, VideoLLM):
+        return model
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if not isinstance(model, nn.Module) or model_type is None:
+        raise ValueError(
+            f"expected a cacovid VideoLLM adapter or a transformers video LLM, got {type(model).__name__}"
+        )
+    adapter = adapter_for(model_type)
+    expected = ADAPTERS[model_type][1]
+    if not hasattr(model, "model") or type(model).__name__ != expected:
+        raise ValueError(
+            f"a {model_type!r} checkpoint must be loaded as {expected} (the class with the language-model "
+            f"head that generates), got {type(model).__name__}"
+        )
+    return adapter(model, processor, name_or_path=str(getattr(config, "_name_or_path", "")), freeze=False)
+
+
+# "name" or "owner/name": what the hub accepts as a repository id.
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+def check_model_location(name_or_path: str) -> None:
+    """Refuse a name that is neither an existing path nor a hub id, before transformers does so with a
+    traceback about repository ids.
+
+    A hub id is "name" or "owner/name" (letters, digits, '-', '_', '.'); anything else (an absolute
+    path, "./x", "a/b/c", "~/m") names a local folder, which must exist and hold a config.json.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model {name_or_path!r} is a file: pass a checkpoint folder (with config.json)")
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"model folder {name_or_path!r} holds no config.json: not a transformers checkpoint"
+            )
+        return
+    if not _HUB_ID.fullmatch(name_or_path):
+        raise FileNotFoundError(
+            f"model {name_or_path!r}: no such folder, and not a hub id (owner/name); pass an existing "
+            "checkpoint folder, a hub id, or 'toy'"
+        )
+
+
 def load_video_llm(
     name_or_path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> VideoLLM:
@@ -68,6 +122,7 @@ def load_video_llm(
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"name_or_path must be a non-empty string or path, got {name_or_path!r}")
     path = resolve_name(name_or_path)
+    check_model_location(path)
     config = AutoConfig.from_pretrained(path)
     adapter = adapter_for(config.model_type)
     model_cls = getattr(transformers, ADAPTERS[config.model_type][1])

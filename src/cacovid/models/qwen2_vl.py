@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from cacovid.models.attention import capture_inputs
 from cacovid.models.base import VideoLLM
-from cacovid.models.frames import as_frames, evidence_mask
+from cacovid.models.frames import as_frames, evidence_mask, one_video_inputs
 from cacovid.types import EncodedPrompt
 
 
@@ -67,21 +67,49 @@ class Qwen2VLVideoLLM(VideoLLM):
         """Frames (F, H, W, 3) uint8 + question -> EncodedPrompt over the merged (T, H', W') grid.
 
         Runs the processor (chat template, resizing, patchifying, placeholder expansion,
-        `mm_token_type_ids`), the model's own `get_video_features` and `get_rope_index`.
+        `mm_token_type_ids`), then `encode_inputs` on its outputs.
         """
         frames = as_frames(frames)
-        F = frames.shape[0]
-        text = self.chat_text(question)
-        inputs = self.processor(text=text, videos=[frames], return_tensors="pt")
+        inputs = self.processor(text=self.chat_text(question), videos=[frames], return_tensors="pt")
         self._set_frame_rate(inputs)
-        input_ids = inputs["input_ids"].to(self.device)
+        return self.encode_inputs(
+            inputs, evidence=evidence, num_frames=frames.shape[0], vision_attention=vision_attention
+        )
+
+    @torch.no_grad()
+    def encode_inputs(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        *,
+        evidence: np.ndarray | None = None,
+        num_frames: int | None = None,
+        vision_attention: bool = False,
+    ) -> EncodedPrompt:
+        """The processor's outputs for one prompt with one video -> EncodedPrompt.
+
+        Runs the model's own `get_video_features` and `get_rope_index` (its 3-D M-RoPE ids), exactly
+        as the model's forward would. `num_frames` is the number of input frames F (default: the
+        merged grid's T times the temporal patch); `evidence` is (F, H', W').
+        """
+        ids, pixels = one_video_inputs(inputs, "pixel_values_videos")
+        for key in ("video_grid_thw", "mm_token_type_ids"):
+            if inputs.get(key) is None:
+                raise ValueError(
+                    f"the processor's outputs have no {key!r} (transformers 5.x processors return it)"
+                )
         grid_thw = inputs["video_grid_thw"].to(self.device)
+        if grid_thw.shape != (1, 3):
+            raise ValueError(
+                f"expected one video (video_grid_thw of shape (1, 3)), got {tuple(grid_thw.shape)}"
+            )
+        input_ids = ids.unsqueeze(0).to(self.device)
         t, gh, gw = (int(x) for x in grid_thw[0])
         m = self.spatial_merge
         grid = (t, gh // m, gw // m)
+        F = int(num_frames) if num_frames is not None else t * self.temporal_merge
         ev = evidence_mask(evidence, F, grid, temporal_merge=self.temporal_merge)
         ev = ev.to(self.device) if ev is not None else None
-        pixels = inputs["pixel_values_videos"].to(self.device, self.dtype)
+        pixels = pixels.to(self.device, self.dtype)
 
         block_inputs = None
         if vision_attention:
@@ -106,7 +134,7 @@ class Qwen2VLVideoLLM(VideoLLM):
             extras["vision_attention"] = self._received_on_grid(block_inputs, grid_thw)
         L = ids.shape[0]
         meta = {"family": self.family, "num_frames": F}
-        if "second_per_grid_ts" in inputs:
+        if inputs.get("second_per_grid_ts") is not None:
             meta["second_per_grid_ts"] = float(inputs["second_per_grid_ts"][0])
         return EncodedPrompt(
             inputs_embeds=embeds,
@@ -129,13 +157,16 @@ class Qwen2VLVideoLLM(VideoLLM):
 
     def _rope_index(self, inputs, input_ids: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """(3, L) M-RoPE ids, computed by the model's own `get_rope_index` as its forward would."""
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         kwargs = {
             "video_grid_thw": grid_thw,
-            "attention_mask": inputs["attention_mask"].to(self.device),
-            "mm_token_type_ids": inputs["mm_token_type_ids"].to(self.device),
+            "attention_mask": attention_mask.reshape(input_ids.shape).to(self.device),
+            "mm_token_type_ids": inputs["mm_token_type_ids"].reshape(input_ids.shape).to(self.device),
         }
         params = inspect.signature(self.model.model.get_rope_index).parameters
-        if "second_per_grid_ts" in params and "second_per_grid_ts" in inputs:
+        if "second_per_grid_ts" in params and inputs.get("second_per_grid_ts") is not None:
             kwargs["second_per_grid_ts"] = inputs["second_per_grid_ts"].to(self.device)
         position_ids, _ = self.model.model.get_rope_index(input_ids, **kwargs)
         return position_ids[:, 0]
