@@ -12,14 +12,15 @@ they are not selectors (a selector must keep at least one token), so they are sp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.policy.settings import SELECTION_FILE as SELECTION_FILE  # re-exported for the CLI
+from cacovid.policy.settings import selection_options as selection_options  # re-exported
 from cacovid.selectors.fastv import fastv_flop_equivalent_ratio
 from cacovid.selectors.registry import available_selectors, get_selector
 from cacovid.types import EncodedPrompt, Selection, Selector
@@ -127,32 +128,9 @@ def _fastv_method(adapter: VideoLLM, layer: int) -> Method:
 
 
 def _cacovid_selector(adapter: VideoLLM, policy_path: str) -> Selector:
-    """CaCoVID's selector from a saved policy, checked against the host model (imported lazily:
-    the policy package is only needed when CaCoVID is evaluated)."""
-    from cacovid.policy import CaCoVIDPolicy, CaCoVIDSelector
-
-    policy = CaCoVIDPolicy.from_pretrained(policy_path, host=adapter)
-    policy.to(adapter.device)
-    return CaCoVIDSelector(policy, **selection_options(policy_path))
-
-
-SELECTION_FILE = "selection.json"
-
-
-def selection_options(policy_path: str | Path) -> dict:
-    """Budgeted-selection options (alpha, cap, fill) saved beside a policy, or {} for the defaults.
-
-    The inference settings travel with the policy they were chosen for (on validation data), so a
-    shipped policy is evaluated the way it was tuned; unknown keys are an error.
-    """
-    path = Path(policy_path) / SELECTION_FILE
-    if not path.is_file():
-        return {}
-    options = json.loads(path.read_text())
-    unknown = set(options) - {"alpha", "cap", "fill", "note"}
-    if unknown:
-        raise ValueError(f"{path}: unknown selection options {sorted(unknown)} (known: alpha, cap, fill)")
-    return {k: v for k, v in options.items() if k != "note"}
+    """CaCoVID's selector from a saved policy, checked against the host model and run with the
+    selection settings saved beside it (`selection.json`)."""
+    return CaCoVIDSelector.from_pretrained(policy_path, host=adapter)
 
 
 def build_methods(

@@ -28,6 +28,12 @@ STRUCTURAL_KEYS: tuple[str, ...] = (
 )
 
 ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
+# How the copied layer attends: "bidirectional" (docs/method.md §2) or "causal", as the published
+# release's layer ran in practice (docs/method.md §8).
+LAYER_ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
+# Which budgeted selection turns scores into a keep mask: "cacovid" (docs/method.md §3) or "release",
+# the published release's arithmetic and fill (`policy/release.py`, docs/method.md §8).
+SELECTION_RULES: tuple[str, ...] = ("cacovid", "release")
 
 
 def default_head_widths(hidden_size: int) -> tuple[int, ...]:
@@ -59,6 +65,12 @@ class PolicyConfig:
       copied first layer learns only slowly to let a video token read the question after it
       (docs/experiments.md, "The decoys world"); a dedicated cross-attention from each video token
       to the question's tokens gives it that path directly.
+    - `layer_attention`: "bidirectional" (the default, docs/method.md §2) or "causal", which runs the
+      copied layer the way the published release's layer ran under FlashAttention-2, so that a policy
+      imported from the release (`cacovid import-official`) scores exactly as it did there.
+    - `selection_rule`: "cacovid" (the default, docs/method.md §3) or "release": the release's
+      frame-budget arithmetic and its evenly spaced fill of the rest of the budget
+      (`policy/release.py`). Both options are docs/method.md §8's deviations, undone on request.
     """
 
     host_name: str = ""
@@ -70,6 +82,8 @@ class PolicyConfig:
     attn_implementation: str = "sdpa"
     novelty_weight: float = 0.0
     question_match_dim: int = 0
+    layer_attention: str = "bidirectional"
+    selection_rule: str = "cacovid"
 
     def __post_init__(self) -> None:
         self.head_widths = tuple(int(w) for w in self.head_widths)
@@ -88,6 +102,12 @@ class PolicyConfig:
         self.question_match_dim = int(self.question_match_dim)
         if self.question_match_dim < 0:
             raise ValueError(f"question_match_dim must be an integer >= 0, got {self.question_match_dim}")
+        if self.layer_attention not in LAYER_ATTENTIONS:
+            raise ValueError(
+                f"layer_attention must be one of {LAYER_ATTENTIONS}, got {self.layer_attention!r}"
+            )
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(f"selection_rule must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"

@@ -7,20 +7,20 @@ The defaults of docs/method.md §3 (α = 0.5, c = 1.5·ρ, even fill) are a reas
 policy, but the best split between the importance share and the fill depends on how good the
 policy's scores are: a sharp policy wants α near 1, a weak one wants more fill. The choice is made
 on validation data, never on the test split, and saved as `selection.json` beside the policy, which
-evaluation reads (`cacovid.evaluate.methods.selection_options`), so a shipped policy is run the way it
-was tuned.
+evaluation reads (`cacovid.policy.settings.selection_options`), so a shipped policy is run the way it
+was tuned. Reading and writing the file live in the policy layer (`cacovid.policy.settings`);
+`write_selection` is re-exported here for the trainer and `cacovid tune-selection`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cacovid.policy.select import FILL_RULES
 from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.policy.settings import write_selection
 from cacovid.train.validation import validate_selector
 from cacovid.types import EncodedPrompt, QAItem
 
@@ -78,15 +78,3 @@ def tune_selection(
     if best["cap"] is not None:
         options["cap"] = best["cap"]
     return options, table
-
-
-def write_selection(policy_dir: str | Path, options: dict[str, Any], note: str) -> Path:
-    """Write `selection.json` (alpha, optional cap, fill, note) beside a saved policy."""
-    path = Path(policy_dir) / "selection.json"
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"policy folder {path.parent} does not exist")
-    unknown = set(options) - {"alpha", "cap", "fill"}
-    if unknown:
-        raise ValueError(f"unknown selection options {sorted(unknown)}")
-    path.write_text(json.dumps({**options, "note": note}, indent=2) + "\n")
-    return path
