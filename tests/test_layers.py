@@ -129,3 +129,72 @@ def test_the_check_sees_nested_and_relative_imports(tmp_path, monkeypatch):
         (8, "cacovid.train"),
         (8, "cacovid"),
     ]
+
+
+# ---- the package's lazy exports (PEP 562) ---------------------------------------------------------
+# `cacovid/__init__.py` (layer 1) names public entry points of higher layers in its `_LAZY` table and
+# imports them on first access only. The static walk above cannot see those imports (they are
+# strings), so the table is checked here: it is the one place a lower layer may name a higher one,
+# and `import cacovid` alone must load nothing above layer 1.
+def _lazy_table() -> dict[str, str]:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == "_LAZY":
+            return ast.literal_eval(node.value)
+    raise AssertionError("cacovid/__init__.py has no _LAZY table")
+
+
+def test_lazy_exports_name_real_modules_and_names():
+    import importlib
+
+    import cacovid
+
+    table = _lazy_table()
+    assert table == cacovid._LAZY
+    for name, module in table.items():
+        assert unit_of(module) in RANK, f"{name}: {module} has no layer"
+        assert hasattr(importlib.import_module(module), cacovid._ALIASES.get(name, name)), (name, module)
+        assert getattr(cacovid, name) is getattr(
+            importlib.import_module(module), cacovid._ALIASES.get(name, name)
+        )
+        assert name in cacovid.__all__
+
+
+def test_importing_the_package_loads_no_higher_layer():
+    import subprocess
+
+    code = (
+        "import sys, cacovid\n"
+        "print(sorted(m for m in sys.modules if m.startswith('cacovid.')))\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded, transformers_loaded = out.splitlines()
+    assert ast.literal_eval(loaded) == ["cacovid.types"]
+    assert transformers_loaded == "False"
+
+
+_BY_NAME = ("import_module", "__import__")
+
+
+def test_only_the_package_init_imports_by_name():
+    """No other module may import cacovid modules from strings, out of the static check's sight."""
+    offenders = []
+    for path in MODULES:
+        if path == PACKAGE / "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and node.args[0].value.startswith("cacovid")
+                and getattr(node.func, "attr", getattr(node.func, "id", ""))
+                in ("import_module", "__import__")
+            ):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, offenders
