@@ -14,7 +14,9 @@ import typer
 def distill_command(
     out: Path = typer.Option(..., help="Run folder: log.jsonl, checkpoint/ (resumed), policy/."),
     model: str = typer.Option("toy", help='"toy" or a LLaVA-OneVision / Qwen2(.5)-VL checkpoint folder.'),
-    data: str = typer.Option("synthetic", help='"synthetic" or a Video-R1 style JSON file.'),
+    data: str = typer.Option(
+        "synthetic", help='"synthetic", a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md).'
+    ),
     world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…] (synthetic data)."),
     n_items: int = typer.Option(400, min=1, help="Training items."),
     val_items: int = typer.Option(32, min=0, help="Synthetic validation items (0: none)."),
@@ -27,6 +29,12 @@ def distill_command(
     init_policy: Path = typer.Option(None, help="Start from this saved policy instead of a fresh one."),
     question_match_dim: int = typer.Option(
         0, min=0, help="A fresh policy's question-match width (PolicyConfig.question_match_dim; 0: none)."
+    ),
+    context_width: int = typer.Option(
+        0,
+        min=0,
+        help="A fresh policy's cross-frame context width (PolicyConfig.context_width; 0: none; "
+        "needs --question-match-dim).",
     ),
     seed: int = typer.Option(0),
     threads: int = typer.Option(None, help="torch CPU threads."),
@@ -61,6 +69,10 @@ def distill_command(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    if context_width and not question_match_dim and init_policy is None:
+        raise typer.BadParameter(
+            "the context term needs --question-match-dim > 0", param_hint="--context-width"
+        )
     if init_policy is not None and not Path(init_policy).is_dir():
         raise typer.BadParameter(f"no saved policy at {init_policy}", param_hint="--init-policy")
     llm = load_video_llm(model, device=device)
@@ -70,7 +82,9 @@ def distill_command(
     policy = (
         CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
         if init_policy is not None
-        else CaCoVIDPolicy.from_host(llm, seed=seed, question_match_dim=question_match_dim)
+        else CaCoVIDPolicy.from_host(
+            llm, seed=seed, question_match_dim=question_match_dim, context_width=context_width
+        )
     ).to(llm.device)
     with Progress() as bar:
         task = bar.add_task("distill", total=None)

@@ -65,6 +65,10 @@ class PolicyConfig:
       copied first layer learns only slowly to let a video token read the question after it
       (docs/experiments.md, "The decoys world"); a dedicated cross-attention from each video token
       to the question's tokens gives it that path directly.
+    - `context_width`: hidden width of the cross-frame context term (`policy/context.py`); 0 (the
+      default) leaves it out. It needs the question-match term. Why: a token-wise match keeps
+      whatever looks like the question's words, also content that sits in every frame; the context
+      term lets the score depend on whether a match comes and goes and on the cells around it.
     - `layer_attention`: "bidirectional" (the default, docs/method.md §2) or "causal", which runs the
       copied layer the way the published release's layer ran under FlashAttention-2, so that a policy
       imported from the release (`cacovid import-official`) scores exactly as it did there.
@@ -82,6 +86,7 @@ class PolicyConfig:
     attn_implementation: str = "sdpa"
     novelty_weight: float = 0.0
     question_match_dim: int = 0
+    context_width: int = 0
     layer_attention: str = "bidirectional"
     selection_rule: str = "cacovid"
 
@@ -108,6 +113,13 @@ class PolicyConfig:
             )
         if self.selection_rule not in SELECTION_RULES:
             raise ValueError(f"selection_rule must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
+        if isinstance(self.context_width, bool) or int(self.context_width) != self.context_width:
+            raise ValueError(f"context_width must be an integer >= 0, got {self.context_width!r}")
+        self.context_width = int(self.context_width)
+        if self.context_width < 0:
+            raise ValueError(f"context_width must be an integer >= 0, got {self.context_width}")
+        if self.context_width and not self.question_match_dim:
+            raise ValueError("context_width needs the question-match term (question_match_dim > 0)")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"

@@ -22,6 +22,7 @@ from torch import nn
 
 from cacovid.ops.novelty import standardise, temporal_novelty
 from cacovid.policy.config import PolicyConfig, structural_mismatches
+from cacovid.policy.context import CrossFrameContext, cross_frame_similarities
 from cacovid.policy.layers import bidirectional_mask, build_host_modules, make_bidirectional
 from cacovid.policy.question import QuestionMatch
 from cacovid.types import EncodedPrompt
@@ -117,6 +118,7 @@ class CaCoVIDPolicy(nn.Module):
         self.question_match = (
             QuestionMatch(D, config.question_match_dim, gen, eps=eps) if config.question_match_dim else None
         )
+        self.context = CrossFrameContext(config.context_width, gen) if config.context_width else None
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -135,9 +137,14 @@ class CaCoVIDPolicy(nn.Module):
         return self.norm.weight.device
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Norm, heads and the question-match term: trained at the full learning rate."""
-        match = list(self.question_match.parameters()) if self.question_match is not None else []
-        return [*self.norm.parameters(), *self.token_head.parameters(), *self.frame_head.parameters(), *match]
+        """Norm, heads, question-match and context terms: trained at the full learning rate."""
+        extra = [m for m in (self.question_match, self.context) if m is not None]
+        return [
+            *self.norm.parameters(),
+            *self.token_head.parameters(),
+            *self.frame_head.parameters(),
+            *(p for m in extra for p in m.parameters()),
+        ]
 
     def layer_parameters(self) -> list[nn.Parameter]:
         """The copied decoder layer: trained at a 10× smaller learning rate."""
@@ -202,13 +209,19 @@ class CaCoVIDPolicy(nn.Module):
         return results
 
     def question_term(self, prompt: EncodedPrompt) -> torch.Tensor:
-        """(N, 2) logit offsets ±r/2 from the question-match term (trained; see `policy/question.py`)."""
+        """(N, 2) logit offsets ±s/2 from the question-match term r (`policy/question.py`) and, where
+        the policy has one, the cross-frame context term built on r (`policy/context.py`): s = r + c."""
         assert self.question_match is not None
         dev, dtype = self.device, self.norm.weight.dtype
         embeds = prompt.inputs_embeds.to(dev, dtype)
         video = embeds[prompt.video_positions.to(dev).clone()]
         question = embeds[prompt.question_positions().to(dev).clone()]
-        half = 0.5 * self.question_match(video, question).unsqueeze(1)
+        score = self.question_match(video, question)
+        if self.context is not None:
+            with torch.no_grad():
+                similarities = cross_frame_similarities(video.reshape(*prompt.video_grid, -1))
+            score = score + self.context(score, prompt.video_grid, similarities.to(dtype))
+        half = 0.5 * score.unsqueeze(1)
         return torch.cat([-half, half], dim=1)
 
     def novelty_prior(self, prompt: EncodedPrompt) -> torch.Tensor:
