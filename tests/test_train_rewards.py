@@ -46,6 +46,13 @@ def test_parse_option_letter(text, want):
     assert parse_option_letter(text, OPTS) == want
 
 
+def test_option_text_ending_in_a_full_stop_is_found():
+    options = ["Opened the door.", "Closed the window.", "Sat down.", "."]
+    assert parse_option_letter("he opened the door.", options) == "A"
+    assert parse_option_letter("Closed the window", options) == "B"
+    assert parse_option_letter("nothing of the sort", options) is None  # the bare "." matches nothing
+
+
 def test_multiple_choice_reward():
     item = QAItem(id="x", problem="what color ?", options=OPTS, solution="B")
     assert multiple_choice_reward("B", item) == 1.0

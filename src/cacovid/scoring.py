@@ -65,7 +65,9 @@ def parse_option_letter(text: str, options: Sequence[str] = ()) -> str | None:
     if len(singles) == 1:
         return singles.pop()
     low = span.lower()
-    hits = [i for i, o in enumerate(options) if o and re.search(rf"\b{re.escape(o.lower())}\b", low)]
+    # Options often end in a full stop ("Opened the door."); match the words, not the stop.
+    texts = [o.lower().strip().rstrip(".").strip() for o in options]
+    hits = [i for i, o in enumerate(texts) if o and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", low)]
     if len(hits) == 1:
         return LETTERS[hits[0]]
     return None

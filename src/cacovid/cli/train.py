@@ -138,7 +138,9 @@ def train(
         False, "--print-config", help="print the resolved training config and run options as JSON, then stop"
     ),
     model: str = typer.Option("toy", help="video LLM name or path (see cacovid.models.load_video_llm)"),
-    data: str = typer.Option("synthetic", help="'synthetic' or a Video-R1 JSON file"),
+    data: str = typer.Option(
+        "synthetic", help="'synthetic', a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md)"
+    ),
     world: str = typer.Option(None, help="synthetic world overrides KEY=VALUE[,KEY=VALUE…]"),
     split: str = typer.Option("train", help="synthetic split to train on"),
     n_items: int = typer.Option(None, help="number of training items (synthetic default 200)"),

@@ -10,7 +10,9 @@ import typer
 def tune_selection_command(
     policy: Path = typer.Option(..., help="Saved CaCoVID policy folder; selection.json is written here."),
     model: str = typer.Option("toy", help="Video LLM the policy was trained for."),
-    data: str = typer.Option("synthetic", help='"synthetic" or a Video-R1 JSON file of validation items.'),
+    data: str = typer.Option(
+        "synthetic", help='"synthetic", a Video-R1 JSON file or a benchmark NAME:ROOT of validation items.'
+    ),
     world: str = typer.Option(None, help="Synthetic world overrides KEY=VALUE[,KEY=VALUE…]."),
     split: str = typer.Option("val", help="Synthetic split (never tune on the test split)."),
     n: int = typer.Option(90, min=1, help="Validation items."),

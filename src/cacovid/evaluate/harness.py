@@ -351,6 +351,7 @@ class Harness:
             "item_id": str(item.id),
             "item_index": item.meta.get("index", pending.position),
             "family": item.family,
+            "categories": item.meta.get("categories") or None,
             "problem_type": item.problem_type,
             "method": method.name,
             "ratio": ratio_key(ratio),
