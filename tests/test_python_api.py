@@ -153,3 +153,16 @@ def test_hub_ids_and_bad_folders(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="is a file"):
         check_model_location(str(tmp_path / "f.bin"))
+
+
+def test_train_command_names_a_missing_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from cacovid.cli import app
+
+    res = CliRunner().invoke(
+        app, ["train", "--model", "/missing/path", "--out", str(tmp_path / "run"), "--n-items", "2"]
+    )
+    assert res.exit_code != 0
+    assert isinstance(res.exception, FileNotFoundError), res.output
+    assert "'/missing/path': no such folder, and not a hub id" in str(res.exception)
