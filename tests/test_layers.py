@@ -21,13 +21,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cacovid"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cacovid.types",),
     ("cacovid",),
-    ("cacovid.ops", "cacovid.scoring", "cacovid.testing"),
+    ("cacovid.ops", "cacovid.scoring", "cacovid.testing", "cacovid.distributed"),
     ("cacovid.data", "cacovid.selectors"),
     ("cacovid.models",),
     ("cacovid.toy",),
     ("cacovid.policy",),
     ("cacovid.train",),
     ("cacovid.evaluate",),
+    ("cacovid.integrations",),
     ("cacovid.cli",),
     ("cacovid.__main__",),
 )

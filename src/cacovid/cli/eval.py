@@ -5,6 +5,10 @@
 run), optionally measures efficiency (efficiency.json) and writes the report. `report` turns any
 results directory into report.md + PNGs.
 
+Under `accelerate launch --num_processes N` (or `torchrun`) `eval` splits the items round-robin
+across N processes; process 0 gathers the rows into the one results directory and alone measures
+efficiency and writes the report (docs/scale-out.md).
+
 The commands are plain functions (`eval_command`, `report_command`) so the main app can mount them
 with `app.command("eval")(eval_command)`; `app` here is a stand-alone Typer app holding both.
 Heavy imports (torch, transformers) happen inside the commands, so `--help` stays fast.
@@ -171,6 +175,42 @@ def eval_command(
     ] = True,
 ) -> None:
     """Evaluate methods × ratios × items; write items.jsonl, summary.json (and efficiency.json)."""
+    options = dict(locals())  # the command's options, passed on as they are
+    from cacovid.distributed import init_from_environment, process_device, shutdown
+
+    processes = init_from_environment(_device(device))
+    try:
+        _evaluate(**options, processes=processes, load_device=process_device(_device(device), processes))
+    finally:
+        shutdown()
+
+
+def _evaluate(
+    *,
+    model: str,
+    data: str,
+    split: str,
+    world: str,
+    methods: str,
+    ratios: str,
+    n: int | None,
+    policy: Path | None,
+    out: Path,
+    efficiency: bool,
+    efficiency_items: int,
+    repeats: int,
+    batch_size: int,
+    seed: int,
+    max_new_tokens: int,
+    references: bool,
+    retry_errors: bool,
+    device: str,
+    dtype: str,
+    report: bool,
+    processes,
+    load_device: str,
+) -> None:
+    """`eval_command` on one process of the run (process 0 prints, measures and reports)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -179,7 +219,9 @@ def eval_command(
     from cacovid.evaluate.report import build_report
     from cacovid.models import load_video_llm
 
-    console = Console()
+    console = Console(quiet=not processes.is_main)
+    if processes.distributed:
+        console.print(f"{processes.world_size} processes; items split round-robin (docs/scale-out.md)")
     ratio_list = parse_ratios(ratios)
     try:
         names = parse_methods(methods, references=references, policy=policy is not None)
@@ -191,7 +233,7 @@ def eval_command(
         raise typer.BadParameter(str(exc), param_hint="--data/--world/--split") from exc
     torch_dtype = _dtype(dtype)
     try:
-        adapter = load_video_llm(model, device=_device(device), dtype=torch_dtype)
+        adapter = load_video_llm(model, device=load_device, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         console.print(f"[red]cannot load model {model!r}:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -225,7 +267,9 @@ def eval_command(
             progress.update(task, advance=1, status=f"{event.item_id}: {status}, {errors[0]} errors")
 
         try:
-            harness = Harness(adapter, source, built, out, config, model=model, on_item=on_item)
+            harness = Harness(
+                adapter, source, built, out, config, model=model, on_item=on_item, processes=processes
+            )
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
@@ -234,6 +278,8 @@ def eval_command(
     for table in _category_tables(summary):
         console.print(table)
     console.print(f"{harness.n_computed} rows computed; results in {out}")
+    if not processes.is_main:
+        return  # efficiency is timed, and the report written, by process 0 alone
 
     if efficiency:
         items = []

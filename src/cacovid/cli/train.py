@@ -9,6 +9,9 @@ whose keys are the command's options, spelt as Python names (`n_items` for `--n-
 `dual_clip`, …), plus an optional `description`. Options given on the command line override the
 file. Relative paths in a recipe are taken from the current directory. The recipes of the shipped
 policies are in `recipes/`.
+
+Under `accelerate launch --num_processes N` (or `torchrun`) the same command trains on N processes:
+items are split round-robin, gradients averaged, and process 0 writes OUT (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -233,23 +236,37 @@ _RUN_KEYS = (
 
 
 def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Train with resolved command options `o` and further TrainConfig fields `extra`."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Train with resolved command options `o` and further TrainConfig fields `extra` (on every
+    process of a multi-process launch; docs/scale-out.md)."""
     config = build_train_config(o, extra)
     if o["print_config"]:
         shown = {"train_config": config.to_dict(), "run": {k: o[k] for k in _RUN_KEYS}}
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
         return
 
+    from cacovid.distributed import init_from_environment, process_device, shutdown
+
+    processes = init_from_environment(o["device"])
+    try:
+        _train(o, config, processes, process_device(o["device"], processes))
+    finally:
+        shutdown()
+
+
+def _train(o: dict[str, Any], config, processes, device: str) -> None:
+    """The run of `run` on one of its processes (all of them when launched with several)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.trainer import Trainer
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=not processes.is_main)  # process 0 speaks for the run
     out = Path(o["out"])
+    if processes.distributed:
+        console.print(f"{processes.world_size} processes; items split round-robin (docs/scale-out.md)")
     if o["threads"] is not None:
         import torch
 
@@ -272,7 +289,7 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     console.print(f"loading [bold]{o['model']}[/bold] …")
-    llm = load_video_llm(o["model"], device=o["device"])
+    llm = load_video_llm(o["model"], device=device)
     init_policy, novelty_weight = o["init_policy"], o["novelty_weight"]
     try:
         if init_policy is not None:
@@ -283,9 +300,9 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
             policy = CaCoVIDPolicy.from_host(llm, seed=config.seed, novelty_weight=novelty_weight or 0.0)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    policy.to(o["device"])
+    policy.to(device)
     out.mkdir(parents=True, exist_ok=True)
-    if world_cfg is not None:
+    if world_cfg is not None and processes.is_main:
         (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
     selection = _validation_selection(o["val_selection"], init_policy)
     trainer = Trainer(
@@ -298,6 +315,7 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
         resume=o["resume"],
         progress=o["progress"],
         val_selection=selection,
+        processes=processes,
     )
     summary = trainer.fit(stop_at=o["stop_at"])
     table = Table(title=f"CaCoVID training — {out}")

@@ -27,6 +27,13 @@ counterfactual cannot be encoded or selected, the three stay null and the row it
 
 Randomness: every row gets its own generator seeded from (seed, item id, method, ratio), so a row's
 result does not depend on which rows were computed before it, in this run or a resumed one.
+
+Several processes (`accelerate launch`, docs/scale-out.md): process r of W takes the items at
+positions r, r + W, r + 2W, … and computes their pending rows; the processes meet after each group of
+`batch_size` items, process 0 gathers the groups' rows and writes them in item order to the one
+items.jsonl and summary.json (the others write nothing). Every process reads the same items.jsonl at
+the start, so resume skips the same rows; a fresh run's rows come out in the order one process
+writes them.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cacovid.data.sources import ItemSource
+from cacovid.distributed import Processes, current, shard
 from cacovid.evaluate.methods import Method
 from cacovid.evaluate.records import (
     ITEMS_FILE,
@@ -181,6 +189,7 @@ class Harness:
         *,
         model: str | None = None,
         on_item: Callable[[ItemEvent], None] | None = None,
+        processes: Processes | None = None,
     ) -> None:
         if not methods:
             raise ValueError("no methods to evaluate")
@@ -193,11 +202,17 @@ class Harness:
         self.out = Path(out)
         self.config = config or EvalConfig()
         self.on_item = on_item
+        self.processes = processes or current()
+        procs = self.processes
         self.out.mkdir(parents=True, exist_ok=True)
         new = run_description(adapter, source, self.methods, self.config, model)
+        # Every process checks run.json (so all refuse a different run together); process 0 writes.
         self.run = _merge_run(read_json(self.out / RUN_FILE), new, self.out)
-        write_json(self.out / RUN_FILE, self.run)
-        repair_tail(self.out / ITEMS_FILE)
+        procs.barrier()
+        if procs.is_main:
+            write_json(self.out / RUN_FILE, self.run)
+            repair_tail(self.out / ITEMS_FILE)
+        procs.barrier()
         self.rows: list[dict[str, Any]] = read_rows(self.out / ITEMS_FILE)
         done = latest_rows(self.rows)
         if self.config.retry_errors:  # pipeline failures only: an unparsable answer is an answer
@@ -220,6 +235,8 @@ class Harness:
     # ---- the run -----------------------------------------------------------------------------
     def run_all(self) -> dict[str, Any]:
         """Evaluate every pending row; returns the final summary (also in DIR/summary.json)."""
+        if self.processes.distributed:
+            return self._run_shared()
         self.write_summary()
         with RowWriter(self.out / ITEMS_FILE) as writer:
             group: list[_Pending] = []
@@ -236,6 +253,61 @@ class Harness:
             if group:
                 self._process(group, writer)
         return self.write_summary()
+
+    def _run_shared(self) -> dict[str, Any]:
+        """`run_all` with several processes: this process's items, in lockstep with the others."""
+        procs = self.processes
+        sequence = self.source.sequence
+        positions = iter(shard(len(sequence), procs))
+        exhausted = False
+        writer = RowWriter(self.out / ITEMS_FILE) if procs.is_main else None
+        try:
+            if procs.is_main:
+                self.write_summary()
+            while True:
+                group: list[_Pending] = []
+                skipped: list[tuple[int, str]] = []
+                while len(group) < self.config.batch_size and not exhausted:
+                    position = next(positions, None)
+                    if position is None:
+                        exhausted = True
+                        break
+                    item = sequence[position]
+                    tasks = self.tasks_for(item)
+                    if tasks:
+                        group.append(_Pending(position, item, tasks))
+                    else:
+                        skipped.append((position, str(item.id)))
+                computed = self._compute(group) if group else []
+                done = [(p.position, str(p.item.id), rows) for p, rows in zip(group, computed, strict=True)]
+                parts = procs.all_gather(
+                    {"done": done, "skipped": skipped, "finished": exhausted and not group}
+                )
+                # Process 0 counts the rows of every process, the others their own.
+                counted = parts if procs.is_main else parts[procs.rank : procs.rank + 1]
+                self.n_computed += sum(len(rows) for part in counted for _, _, rows in part["done"])
+                if writer is not None:
+                    self._merge_parts(parts, writer)
+                if all(part["finished"] for part in parts):
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+        summary = self.write_summary() if procs.is_main else None
+        return procs.broadcast(summary)
+
+    def _merge_parts(self, parts: list[dict[str, Any]], writer: RowWriter) -> None:
+        """Process 0: write one lockstep round's rows of every process, in item order."""
+        events: list[tuple[int, str, list[dict[str, Any]] | None]] = []
+        for part in parts:
+            events += [(position, item_id, rows) for position, item_id, rows in part["done"]]
+            events += [(position, item_id, None) for position, item_id in part["skipped"]]
+        for position, item_id, rows in sorted(events, key=lambda e: e[0]):
+            if rows is None:
+                if self.on_item is not None:
+                    self.on_item(ItemEvent(position, item_id, skipped=True))
+                continue
+            self._record(position, item_id, rows, writer)
 
     def write_summary(self) -> dict[str, Any]:
         summary = summarize(self.rows, self.run)
@@ -282,6 +354,22 @@ class Harness:
         )
 
     def _process(self, group: list[_Pending], writer: RowWriter) -> None:
+        for pending, rows in zip(group, self._compute(group), strict=True):
+            self._record(pending.position, str(pending.item.id), rows, writer)
+            self.n_computed += len(rows)
+
+    def _record(self, position: int, item_id: str, rows: list[dict[str, Any]], writer: RowWriter) -> None:
+        """Append one item's rows to items.jsonl (flushed), refresh the summary, report the item."""
+        writer.write(rows)
+        writer.flush()
+        self.rows.extend(rows)
+        self.done.update(row_key(r) for r in rows)
+        self.write_summary()
+        if self.on_item is not None:
+            self.on_item(ItemEvent(position, item_id, rows))
+
+    def _compute(self, group: list[_Pending]) -> list[list[dict[str, Any]]]:
+        """Every pending row of a group of items (encode, select, one batched generate, score)."""
         for pending in group:
             self._encode(pending)
         # Selections: one per (item, method, ratio); a failing selector only fails its row.
@@ -317,14 +405,7 @@ class Harness:
             for row in rows:
                 if row.get("error") is None:
                     self._score(row, pending.item)
-            writer.write(rows)
-            writer.flush()
-            self.rows.extend(rows)
-            self.done.update(row_key(r) for r in rows)
-            self.n_computed += len(rows)
-            self.write_summary()
-            if self.on_item is not None:
-                self.on_item(ItemEvent(pending.position, str(pending.item.id), rows))
+        return per_item
 
     def _generate(self, rows: list) -> list[str | BaseException]:
         """Answers for all rows, in calls of at most MAX_ROWS_PER_CALL rows; a failed call is
@@ -419,6 +500,14 @@ def run_evaluation(
     *,
     model: str | None = None,
     on_item: Callable[[ItemEvent], None] | None = None,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) an evaluation into `out`; returns the summary dict (= DIR/summary.json)."""
-    return Harness(adapter, source, methods, out, config, model=model, on_item=on_item).run_all()
+    """Run (or resume) an evaluation into `out`; returns the summary dict (= DIR/summary.json).
+
+    `processes` (default: `cacovid.distributed.current()`) splits the items across the processes of
+    a multi-process run; every process calls this with the same arguments.
+    """
+    harness = Harness(
+        adapter, source, methods, out, config, model=model, on_item=on_item, processes=processes
+    )
+    return harness.run_all()

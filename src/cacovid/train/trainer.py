@@ -9,6 +9,15 @@ optimiser step on the item's memory). Around that the trainer:
   items and at the end;
 - checkpoints every `checkpoint_every` items and resumes exactly (weights identical to an
   uninterrupted run): policy, optimiser, scheduler, RNG, data position, r and the log length.
+
+Several processes (`accelerate launch`, docs/scale-out.md): the kept items are trained in rounds of
+W (the number of processes), process r taking the round's r-th item; `PolicyUpdater` averages the
+gradients before each of the round's I optimiser steps, so every process holds the same weights.
+The schedule, validation and checkpoint cadences count items over all processes. Each round's
+results are gathered so every process keeps the same bookkeeping; process 0 alone writes the log,
+checkpoints and the final policy while the others wait. The blind test and validation split their
+items across the processes and pool the answers. A checkpoint records W and its processes' rollout
+generators: it resumes with the same number of processes only.
 """
 
 from __future__ import annotations
@@ -21,14 +30,22 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cacovid.distributed import Processes, current, shard
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.policy.selector import CaCoVIDSelector
-from cacovid.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from cacovid.train.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint, save_checkpoint
 from cacovid.train.config import TrainConfig
 from cacovid.train.rewards import RolloutReward, rollout_reward
 from cacovid.train.tuning import write_selection
 from cacovid.train.update import PolicyUpdater
-from cacovid.train.validation import blind_filter, validate_selector
+from cacovid.train.validation import (
+    blind_answers_correct,
+    blind_filter,
+    merge_outcomes,
+    validate_selector,
+    validation_outcomes,
+    validation_rows,
+)
 from cacovid.types import EncodedPrompt, QAItem
 
 if TYPE_CHECKING:
@@ -61,6 +78,8 @@ class Trainer:
     `reward_fn` overrides the configured reward (signature of `cacovid.train.rewards.RolloutReward`).
     Outputs in `out_dir`: `log.jsonl`, `checkpoint/`, and the final policy in `policy/` (with a
     `selection.json` of `val_selection` when one is given).
+    `processes`: the run's processes (default: `cacovid.distributed.current()`, one process unless
+    torch.distributed is initialised); every process builds the same Trainer on the same items.
     """
 
     def __init__(
@@ -76,6 +95,7 @@ class Trainer:
         resume: bool = True,
         progress: bool = True,
         val_selection: dict[str, Any] | None = None,
+        processes: Processes | None = None,
     ) -> None:
         if not isinstance(policy, CaCoVIDPolicy):
             raise ValueError(f"policy must be a CaCoVIDPolicy, got {type(policy).__name__}")
@@ -89,7 +109,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.reward_fn = reward_fn or rollout_reward(config.reward, config.max_new_tokens)
         self.resume = resume
-        self.show_progress = progress
+        self.processes = processes or current()
+        self.show_progress = progress and self.processes.is_main
         # Validation runs the selection the policy will be used with (e.g. the `selection.json` of
         # the policy training started from), so the logged accuracy is the one that matters.
         self.val_selection = dict(val_selection or {})
@@ -106,6 +127,7 @@ class Trainer:
         self.items_done = 0
         self._val: tuple[list[QAItem], list[EncodedPrompt]] | None = None
         self._running: dict[str, float] = {}
+        self._own_error: BaseException | None = None
 
     # ---- public ------------------------------------------------------------------------------
     @property
@@ -117,80 +139,92 @@ class Trainer:
 
         The schedule stays sized for the whole run either way. Stopping at `stop_at` writes a
         checkpoint there (its policy is `checkpoint/policy`); a later call with a larger `stop_at`, or
-        none, continues from it. Returns a summary dict.
+        none, continues from it. Both limits count items over all processes. Returns a summary dict.
         """
         if stop_at is not None and stop_at < 1:
             raise ValueError(f"stop_at must be >= 1, got {stop_at}")
+        procs = self.processes
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = find_checkpoint(self.out_dir) if self.resume else None
+        ckpt = procs.broadcast(ckpt)  # every process continues from the checkpoint process 0 sees
         if ckpt is not None:
             self._restore(ckpt)
         else:
             self._start()
+        if procs.distributed:  # the same starting weights everywhere, whatever each process loaded
+            for tensor in self.policy.state_dict().values():
+                procs.broadcast_(tensor)
         total = len(self.kept) * self.config.epochs
         budget = math.inf if max_items is None else int(max_items)
         if stop_at is not None:
             budget = min(budget, max(0, int(stop_at) - self.items_done))
         done_now = failures = 0
         last_val: list[dict[str, Any]] = []
+        val_at = ckpt_at = None
         with self._progress(total) as bar:
             while self.epoch < self.config.epochs and done_now < budget:
                 if self.position >= len(self.kept):
                     self.epoch, self.position = self.epoch + 1, 0
                     continue
-                index = self.kept[self.position]
-                item = self.train_items[index]
-                try:
-                    stats = self._train_item(item)
-                except (ValueError, RuntimeError, FloatingPointError) as exc:
-                    # One bad item (unreadable video, a non-finite update) is recorded and skipped;
-                    # the policy keeps the updates of the items before it. A run of failures is a
-                    # broken setup, not bad items: stop and say so.
-                    failures += 1
-                    if failures >= MAX_CONSECUTIVE_FAILURES:
-                        raise RuntimeError(
-                            f"{failures} training items failed in a row; the last: {exc}"
-                        ) from exc
-                    stats, event = {"error": f"{type(exc).__name__}: {exc}"}, "item_error"
-                else:
-                    failures, event = 0, "item"
-                self.position += 1
-                self.items_done += 1
-                done_now += 1
-                self._log(
-                    {
-                        "event": event,
-                        "item_id": item.id,
-                        "index": index,
-                        "epoch": self.epoch,
-                        "items_done": self.items_done,
-                        **stats,
-                    }
-                )
-                bar.update(self._running)
-                if self.items_done % self.config.val_every == 0:
-                    last_val = self.validate()
-                if self.items_done % self.config.checkpoint_every == 0:
+                # One round: up to W consecutive kept items, the r-th to process r.
+                size = int(min(procs.world_size, len(self.kept) - self.position, budget - done_now))
+                mine = self.kept[self.position + procs.rank] if procs.rank < size else None
+                outcomes = procs.all_gather(self._train_own(mine))[:size]
+                before = self.items_done
+                for outcome in outcomes:
+                    if outcome["event"] == "item_error":
+                        # One bad item (unreadable video, a non-finite update) is recorded and
+                        # skipped; the policy keeps the updates of the items before it. A run of
+                        # failures is a broken setup, not bad items: stop and say so.
+                        failures += 1
+                        if failures >= MAX_CONSECUTIVE_FAILURES:
+                            raise RuntimeError(
+                                f"{failures} training items failed in a row; the last: {outcome['message']}"
+                            ) from self._own_error
+                        stats = {"error": outcome["error"]}
+                    else:
+                        failures, stats = 0, outcome["stats"]
+                        self._update_running(stats)
+                    self.position += 1
+                    self.items_done += 1
+                    done_now += 1
+                    self._log(
+                        {
+                            "event": outcome["event"],
+                            "item_id": outcome["item_id"],
+                            "index": outcome["index"],
+                            "epoch": self.epoch,
+                            "items_done": self.items_done,
+                            **stats,
+                        }
+                    )
+                    bar.update(self._running)
+                if _crossed(before, self.items_done, self.config.val_every):
+                    last_val, val_at = self.validate(), self.items_done
+                if _crossed(before, self.items_done, self.config.checkpoint_every):
                     self.checkpoint()
+                    ckpt_at = self.items_done
         finished = self.epoch >= self.config.epochs or (
             self.epoch == self.config.epochs - 1 and self.position >= len(self.kept)
         )
         stopped = stop_at is not None and self.items_done >= stop_at
-        if not finished and stopped and done_now and self.items_done % self.config.checkpoint_every:
+        if not finished and stopped and done_now and ckpt_at != self.items_done:
             self.checkpoint()  # the run stops at `stop_at`: keep exactly this point
         if finished:
-            if self.items_done % self.config.val_every != 0 or not last_val:
+            if val_at != self.items_done or not last_val:
                 last_val = self.validate()
             self.checkpoint()
-            self.policy.save_pretrained(self.out_dir / POLICY_DIR)
-            if self.val_selection:  # the saved policy runs the way it was validated
-                write_selection(
-                    self.out_dir / POLICY_DIR,
-                    self.val_selection,
-                    "the selection this policy was validated with during training (inherited, not "
-                    "re-tuned: `cacovid tune-selection` chooses again)",
-                )
+            if procs.is_main:
+                self.policy.save_pretrained(self.out_dir / POLICY_DIR)
+                if self.val_selection:  # the saved policy runs the way it was validated
+                    write_selection(
+                        self.out_dir / POLICY_DIR,
+                        self.val_selection,
+                        "the selection this policy was validated with during training (inherited, not "
+                        "re-tuned: `cacovid tune-selection` chooses again)",
+                    )
             self._log({"event": "done", "items_done": self.items_done, "steps": self.updater.step})
+            procs.barrier()
         return {
             "finished": finished,
             "items_done": self.items_done,
@@ -205,25 +239,31 @@ class Trainer:
         """Validation accuracy of the current policy at every `val_ratios` (logged). Empty if no items."""
         if len(self.val_items) == 0 or not self.config.val_ratios:
             return []
+        procs = self.processes
         if self._val is None:  # encode once (lazy item sequences would re-render on every access)
-            items = list(self.val_items)
+            if procs.distributed:  # each process validates its share of the items
+                items = [self.val_items[i] for i in shard(len(self.val_items), procs)]
+            else:
+                items = list(self.val_items)
             self._val = (items, [self.adapter.encode_item(it) for it in items])
         items, prompts = self._val
         selector = CaCoVIDSelector(self.policy, **self.val_selection)
-        rows = validate_selector(
-            self.adapter,
-            selector,
-            prompts,
-            items,
-            self.config.val_ratios,
-            batch_size=self.config.val_batch_size,
-            max_new_tokens=self.config.max_new_tokens,
-        )
+        options = dict(batch_size=self.config.val_batch_size, max_new_tokens=self.config.max_new_tokens)
+        if procs.distributed:
+            ratios = self.config.val_ratios
+            outcomes = validation_outcomes(self.adapter, selector, prompts, items, ratios, **options)
+            rows = validation_rows(merge_outcomes(procs.all_gather(outcomes)))
+        else:
+            rows = validate_selector(
+                self.adapter, selector, prompts, items, self.config.val_ratios, **options
+            )
         for row in rows:
             self._log({"event": "val", "items_done": self.items_done, **row, "selection": self.val_selection})
         return rows
 
     def checkpoint(self) -> Path:
+        """Write `out_dir/checkpoint` (process 0; every process must call it, the others wait)."""
+        procs = self.processes
         state = {
             "updater": self.updater.state_dict(),
             "kept": list(self.kept),
@@ -233,15 +273,33 @@ class Trainer:
             "items_done": self.items_done,
             "running": dict(self._running),
             "log_bytes": self.log_path.stat().st_size if self.log_path.exists() else 0,
+            "world_size": procs.world_size,
         }
-        return save_checkpoint(self.out_dir, self.policy, state, json.dumps(self.config.to_dict()))
+        if procs.distributed:  # each process draws its own rollouts: keep every generator
+            state["generators"] = procs.all_gather(self.updater.generator.get_state())
+        path = self.out_dir / CHECKPOINT_DIR
+        if procs.is_main:
+            path = save_checkpoint(self.out_dir, self.policy, state, json.dumps(self.config.to_dict()))
+        procs.barrier()
+        return path
 
     # ---- internals ---------------------------------------------------------------------------
     def _start(self) -> None:
-        if self.log_path.exists():
+        procs = self.processes
+        if procs.is_main and self.log_path.exists():
             self.log_path.unlink()  # a fresh run starts a fresh log
         c = self.config
-        if c.blind_filter:
+        if c.blind_filter and procs.distributed:  # each process tests its share of the items
+            mine = list(shard(len(self.train_items), procs))
+            correct = blind_answers_correct(
+                self.adapter,
+                [self.train_items[i] for i in mine],
+                batch_size=c.val_batch_size,
+                max_new_tokens=c.max_new_tokens,
+            )
+            pooled = procs.all_gather(list(zip(mine, correct, strict=True)))
+            self.kept = sorted(i for part in pooled for i, ok in part if not ok)
+        elif c.blind_filter:
             self.kept = blind_filter(
                 self.adapter, self.train_items, batch_size=c.val_batch_size, max_new_tokens=c.max_new_tokens
             )
@@ -258,12 +316,20 @@ class Trainer:
         )
         if not self.kept:
             raise ValueError("the blind test dropped every training item: nothing to train on")
-        self.config.save(self.out_dir / "train_config.json")
-        self.updater = PolicyUpdater(self.policy, c, len(self.kept) * c.iterations * c.epochs)
+        if procs.is_main:
+            self.config.save(self.out_dir / "train_config.json")
+        self.updater = self._updater()
         self.epoch = self.position = self.items_done = 0
 
     def _restore(self, path: Path) -> None:
         state, saved_json = load_checkpoint(path, self.policy)
+        world = int(state.get("world_size", 1))  # checkpoints before multi-process runs: one process
+        if world != self.processes.world_size:
+            raise ValueError(
+                f"cannot resume {path}: it was written by a run of {world} process(es), this run has "
+                f"{self.processes.world_size}; resume it with {world} (accelerate launch "
+                f"--num_processes {world}), or start another run (--no-resume or another --out)"
+            )
         saved = json.loads(saved_json)
         retired = sorted(k for k, v in _RETIRED_FIELDS.items() if k in saved and saved[k] != v)
         if retired:
@@ -284,38 +350,79 @@ class Trainer:
                 f"not {len(self.train_items)}"
             )
         self.kept = [int(i) for i in state["kept"]]
-        c = self.config
-        self.updater = PolicyUpdater(self.policy, c, len(self.kept) * c.iterations * c.epochs)
+        self.updater = self._updater()
         self.updater.load_state_dict(state["updater"])
+        if "generators" in state:  # each process continues its own rollout stream
+            self.updater.generator.set_state(state["generators"][self.processes.rank])
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.items_done = int(state["items_done"])
         self._running = {k: float(v) for k, v in state["running"].items()}
-        if self.log_path.exists():  # drop what the interrupted run logged after its checkpoint
-            with open(self.log_path, "r+b") as f:
+        if self.processes.is_main and self.log_path.exists():
+            with open(self.log_path, "r+b") as f:  # drop what the interrupted run logged after its checkpoint
                 f.truncate(int(state["log_bytes"]))
         self._log({"event": "resume", "items_done": self.items_done, "checkpoint": str(path)})
 
+    def _updater(self) -> PolicyUpdater:
+        """The run's updater: its schedule spans every optimiser step, I per round of W items."""
+        c = self.config
+        rounds = math.ceil(len(self.kept) / self.processes.world_size)
+        return PolicyUpdater(self.policy, c, rounds * c.iterations * c.epochs, processes=self.processes)
+
+    def _train_own(self, index: int | None) -> dict[str, Any] | None:
+        """Train this process's item of the round (`index` into the training items; None: it has
+        none and joins the round's steps). Returns what the log needs (picklable, for gathering)."""
+        self._own_error = None
+        if index is None:
+            self.updater.join_round()
+            return None
+        item = self.train_items[index]
+        try:
+            stats = self._train_item(item)
+        except (ValueError, RuntimeError, FloatingPointError) as exc:
+            self._own_error = exc
+            return {
+                "event": "item_error",
+                "item_id": item.id,
+                "index": index,
+                "error": f"{type(exc).__name__}: {exc}",
+                "message": str(exc),
+            }
+        return {"event": "item", "item_id": item.id, "index": index, "stats": stats}
+
     def _train_item(self, item: QAItem) -> dict[str, Any]:
-        prompt = self.adapter.encode_item(item)
+        try:
+            prompt = self.adapter.encode_item(item)
+        except (ValueError, RuntimeError, FloatingPointError):
+            self.updater.join_round()  # the other processes' steps still need this one
+            raise
 
         def score(masks: torch.Tensor) -> torch.Tensor:
             rows = [(prompt, m, None) for m in masks]
             return self.reward_fn(self.adapter, rows, item)  # one batched call for all G rollouts
 
-        stats = self.updater.train_prompt(prompt, score)
+        return self.updater.train_prompt(prompt, score)
+
+    def _update_running(self, stats: dict[str, Any]) -> None:
         for key in ("reward_token", "reward_top", "evidence_recall_top"):
             if key in stats:
                 prev = self._running.get(key)
                 self._running[key] = stats[key] if prev is None else 0.9 * prev + 0.1 * stats[key]
         self._running["ratio"] = stats["ratio_next"]
-        return stats
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.processes.is_main:
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
 
     def _progress(self, total: int) -> _Progress:
         return _Progress(total, self.items_done, enabled=self.show_progress)
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Did the item count pass a multiple of `every` going from `before` to `after`? (A round of
+    several items may step over the multiple itself.)"""
+    return after // every > before // every
 
 
 class _Progress:

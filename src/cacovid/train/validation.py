@@ -3,7 +3,9 @@
 - **Blind test** (docs/method.md §5): an item the frozen model answers correctly with *no* video tokens
   carries no signal about which tokens matter, so it is dropped before training.
 - **Validation**: accuracy of the current policy (through `CaCoVIDSelector`, exactly as evaluation
-  will use it) at several retention ratios, logged while training runs.
+  will use it) at several retention ratios, logged while training runs. Per-item figures
+  (`validation_outcomes`) and their means (`validation_rows`) are separate steps, so processes that
+  each validate a share of the items pool the figures before averaging.
 
 Both batch many prompts into one adapter call (rows of differently pruned prompts are allowed).
 """
@@ -83,9 +85,40 @@ def validate_selector(
 
     `prompts[i]` must be the encoding of `items[i]` (encode once, validate many times).
     """
+    outcomes = validation_outcomes(
+        adapter,
+        selector,
+        prompts,
+        items,
+        ratios,
+        reward=reward,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        progress=progress,
+    )
+    return validation_rows(outcomes)
+
+
+def validation_outcomes(
+    adapter: VideoLLM,
+    selector: Selector,
+    prompts: Sequence[EncodedPrompt],
+    items: Sequence[QAItem],
+    ratios: Sequence[float],
+    *,
+    reward: TextReward = accuracy_reward,
+    batch_size: int = 16,
+    max_new_tokens: int = 4,
+    progress: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Per ratio, the per-item figures behind a validation row: {"ratio", "correct", "recall", "ms"}.
+
+    Kept apart from `validation_rows` so processes that each validate a share of the items can
+    pool their figures (`merge_outcomes`) before the means are taken.
+    """
     if len(prompts) != len(items):
         raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
-    rows_out = []
+    out = []
     for ratio in ratios:
         correct, recalls, ms = [], [], []
         for idx in _chunks(len(items), batch_size):
@@ -102,8 +135,32 @@ def validate_selector(
             correct.extend(reward(t, items[i]) for t, i in zip(texts, idx, strict=True))
             if progress is not None:
                 progress()
+        out.append({"ratio": float(ratio), "correct": correct, "recall": recalls, "ms": ms})
+    return out
+
+
+def merge_outcomes(parts: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The outcomes of several item shares (same ratios, in the same order) as one."""
+    if not parts:
+        return []
+    merged = [{"ratio": o["ratio"], "correct": [], "recall": [], "ms": []} for o in parts[0]]
+    for part in parts:
+        if [o["ratio"] for o in part] != [o["ratio"] for o in merged]:
+            raise ValueError("validation outcomes of different ratios cannot be merged")
+        for into, o in zip(merged, part, strict=True):
+            for key in ("correct", "recall", "ms"):
+                into[key].extend(o[key])
+    return merged
+
+
+def validation_rows(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ratio from `validation_outcomes`: accuracy, evidence recall (where known), mean
+    compression time."""
+    rows_out = []
+    for o in outcomes:
+        correct, recalls, ms = o["correct"], o["recall"], o["ms"]
         row: dict[str, Any] = {
-            "ratio": float(ratio),
+            "ratio": float(o["ratio"]),
             "n": len(correct),
             "accuracy": sum(correct) / max(len(correct), 1),
             "compression_ms": sum(ms) / max(len(ms), 1),
