@@ -317,7 +317,11 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
         val_selection=selection,
         processes=processes,
     )
-    summary = trainer.fit(stop_at=o["stop_at"])
+    try:
+        summary = trainer.fit(stop_at=o["stop_at"])
+    except ValueError as e:  # e.g. a checkpoint this run cannot continue: say why, no traceback
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
     table = Table(title=f"CaCoVID training — {out}")
     table.add_column("ratio")
     table.add_column("val accuracy")
