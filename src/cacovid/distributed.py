@@ -1,9 +1,9 @@
 """Processes of one multi-process run (`accelerate launch`, `torchrun`, MPI), behind one small object.
 
 Why a module of its own: training and evaluation both split their items across processes and meet
-at the same few collective operations (average the gradients, gather rows, wait for process 0). Kept
-here, below both, the rest of the package never touches `torch.distributed` directly, and a run of
-one process goes through the same code with every operation a no-op.
+at the same few collective operations (average the gradients, gather rows, wait for process 0). With
+those in one module below both, the rest of the package never touches `torch.distributed` directly,
+and a run of one process goes through the same code with every operation a no-op.
 
 - `init_from_environment(device)` joins the process group that the launcher described in the
   environment (`WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, as `accelerate
@@ -78,7 +78,7 @@ class Processes:
         return self.rank == 0
 
     def barrier(self) -> None:
-        """Wait until every process gets here (e.g. until process 0 has written a file)."""
+        """Wait until every process reaches this call (e.g. until process 0 has written a file)."""
         if self.distributed:
             dist.barrier(group=self._objects)
 

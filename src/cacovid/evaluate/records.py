@@ -4,7 +4,8 @@ Why a module of its own: `items.jsonl` is what resume, summaries, reports and ou
 so its layout, its row key and its compact keep-mask encoding are defined once, here.
 
 Files in a results directory:
-- `items.jsonl`: one JSON object per (item, method, ratio), append-only. A row is identified by
+- `items.jsonl`: one JSON object per (item, method, ratio), append-only (with several processes,
+  process 0 appends the rows of all of them; docs/scale-out.md). A row is identified by
   `row_key` = (item_id, method, ratio rounded to 6 digits); when a key appears twice (a retried
   error), the later row wins.
   Rows of benchmark items also carry `categories` (axis → value, e.g. {"duration": "short",

@@ -3,7 +3,10 @@
 A checkpoint directory holds the policy (`policy/`, the same safetensors + config.json format as a
 released policy), the run's `train_config.json`, and `trainer.pt`: optimiser, scheduler and RNG states,
 the adaptive retention r, the data position and the byte length of the metrics log at that moment (so
-a resumed run can cut off lines written after the checkpoint by the run that crashed).
+a resumed run can cut off lines written after the checkpoint by the run that crashed), and the number
+of processes that wrote it (`world_size`; with several, every process's rollout generator), since a
+run resumes only with the number of processes it ran with (docs/scale-out.md). Process 0 alone
+writes it.
 It is written to a temporary directory and swapped in, so a crash while saving leaves the previous
 checkpoint intact.
 """

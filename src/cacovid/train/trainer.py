@@ -236,7 +236,10 @@ class Trainer:
         }
 
     def validate(self) -> list[dict[str, Any]]:
-        """Validation accuracy of the current policy at every `val_ratios` (logged). Empty if no items."""
+        """Validation accuracy of the current policy at every `val_ratios` (logged). Empty if no items.
+
+        With several processes every process must call it: each answers its share of the items.
+        """
         if len(self.val_items) == 0 or not self.config.val_ratios:
             return []
         procs = self.processes

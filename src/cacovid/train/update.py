@@ -79,7 +79,7 @@ class PolicyUpdater:
         return self._iterate(prompt, score_masks)
 
     def join_round(self) -> None:
-        """Take part in a round's I optimiser steps without an item of one's own (a short last round,
+        """Take part in a round's I optimiser steps without an item of one's own (a short final round,
         or an item that could not be encoded): every all-reduce is joined, nothing is contributed.
         With one process this does nothing."""
         self._iterate(None, None)
