@@ -147,6 +147,13 @@ def test_a_rerun_on_another_input_is_refused(toy, exported, tmp_path):
     with pytest.raises(ValueError) as err:
         BlindFilterJob(toy, other, out, model="toy")
     assert str(data.resolve()) in str(err.value) and str(other.resolve()) in str(err.value)
+    moved = tmp_path / "d" / "moved.json"
+    shutil.copy(data, moved)
+    BlindFilterJob(toy, moved, out, model="toy")  # the same content under another name: accepted
+    data.write_text(data.read_text().replace('"problem_id": 0', '"problem_id": 100'))
+    with pytest.raises(ValueError, match="sha256"):  # the same file, edited
+        BlindFilterJob(toy, data, out, model="toy")
+    shutil.copy(moved, data)
     with pytest.raises(ValueError, match="model"):
         BlindFilterJob(toy, data, out, model="another-model")
     with pytest.raises(ValueError, match="overwrite"):

@@ -34,7 +34,8 @@ are not used; a warning says so), up to the task's `max_new_tokens` (default 16)
 first of its `until` strings. A question whose video cannot be read or whose selection fails is
 answered with an empty string (scored wrong by any task) and listed in `failures`, so a long run is
 not lost to one bad file. `loglikelihood` (multiple-choice perplexity tasks) scores each option by
-teacher forcing after the compressed prompt.
+teacher forcing after the compressed prompt. The model runs in one process (rank 0 of 1): launch
+lmms-eval plainly, not through `accelerate launch`, and run several ratios as separate jobs.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ Files, for an output `OUT.json`:
 - `OUT.progress.jsonl`: append-only. Line 1 is the header: the input's path and SHA-256, the model,
   the answer length. Every further line is one row's decision, `{"index", "id", "decision":
   keep|drop|failed, "problem_type", "data_source", "error"}`; a later line for the same index wins
-  (`retry_failed`). A rerun refuses a header that names another input file, model or answer length.
+  (`retry_failed`). A rerun refuses a header whose input differs in content (SHA-256: another file, or
+  the same file edited, whose row indices may no longer match), model or answer length; the error
+  names both input files. The same content moved to another path is accepted.
 - `OUT.summary.json`: counts kept / dropped / failed, overall, per `problem_type` and per
   `data_source`, and every failure with its row index.
 
