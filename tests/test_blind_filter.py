@@ -191,5 +191,12 @@ def test_cli_filter_writes_outputs_and_refuses_another_input(exported, tmp_path)
     assert refused.exit_code == 1
     flat = " ".join(refused.output.split())
     assert "other.json" in flat and "synthetic_test.json" in flat
+    bad = tmp_path / "d" / "bad.json"
+    rows = json.loads(data.read_text())[:2]
+    del rows[1]["solution"]
+    bad.write_text(json.dumps(rows))
+    shown = runner.invoke(app, ["filter", "--data", str(bad), "--device", "cpu"])
+    assert shown.exit_code == 0, shown.output
+    assert "row 1 failed" in shown.output and "'solution'" in shown.output
     missing = runner.invoke(app, ["filter", "--data", str(tmp_path / "nope.json"), "--device", "cpu"])
     assert missing.exit_code == 2 and "nope.json" in missing.output
