@@ -209,13 +209,14 @@ def _items():
     return list(world.items("train", 5)), list(world.items("val", 3))
 
 
-def _trainer(adapter, out, *, processes=None, failing: str | None = None, **kw):
+def _trainer(adapter, out, *, processes=None, failing: str | None = None, n_items: int = 5, **kw):
     """A Trainer of the tiny model on 5 items; the reward of item `failing` raises every time."""
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.rewards import rollout_reward
     from cacovid.train.trainer import Trainer
 
     items, vals = _items()
+    items = items[:n_items]
     dense = rollout_reward("dense", 4)
 
     def reward(adapter_, rows, item):
@@ -244,6 +245,10 @@ def _train_worker(rank: int, port: int, tmp: str, failing: str) -> None:
         resumed = _trainer(adapter, tmp_path / "resumed", processes=processes, failing=failing)
         report["resumed"] = resumed.fit()
         torch.save(resumed.policy.state_dict(), tmp_path / f"resumed-{rank}.pt")
+        # One item: process 1 has none and contributes nothing, so the step is process 0's alone.
+        alone = _trainer(adapter, tmp_path / "alone", processes=processes, n_items=1)
+        alone.fit()
+        torch.save(alone.policy.state_dict(), tmp_path / f"alone-{rank}.pt")
         # A checkpoint of one process is not continued by two.
         try:
             _trainer(adapter, tmp_path / "single", processes=processes).fit()
@@ -267,6 +272,8 @@ def test_two_process_training_averages_checkpoints_once_and_resumes(tmp_path):
     items, _ = _items()
     failing = items[3].id
     _trainer(adapter, tmp_path / "single").fit(max_items=2)  # a one-process checkpoint
+    alone = _trainer(adapter, tmp_path / "alone-1", n_items=1)
+    alone.fit()
     _spawn(_train_worker, tmp_path, failing)
 
     reports = [json.loads((tmp_path / f"report-{r}.json").read_text()) for r in range(2)]
@@ -275,6 +282,9 @@ def test_two_process_training_averages_checkpoints_once_and_resumes(tmp_path):
         w0, w1 = (torch.load(tmp_path / f"{run}-{r}.pt") for r in range(2))
         assert all(torch.equal(w0[k], w1[k]) for k in w0), f"{run}: the processes' weights differ"
         assert max(float((w0[k] - start[k]).abs().max()) for k in w0) > 1e-4, f"{run}: no progress"
+    for rank in range(2):  # a round with one item: the same step as one process takes
+        two = torch.load(tmp_path / f"alone-{rank}.pt")
+        assert all(torch.equal(two[k], v) for k, v in alone.policy.state_dict().items())
     straight = torch.load(tmp_path / "straight-0.pt")
     resumed = torch.load(tmp_path / "resumed-0.pt")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # exact resume

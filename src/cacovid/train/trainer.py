@@ -180,7 +180,7 @@ class Trainer:
                         if failures >= MAX_CONSECUTIVE_FAILURES:
                             raise RuntimeError(
                                 f"{failures} training items failed in a row; the last: {outcome['message']}"
-                            ) from self._own_error
+                            ) from (self._own_error if outcome["index"] == mine else None)
                         stats = {"error": outcome["error"]}
                     else:
                         failures, stats = 0, outcome["stats"]
