@@ -21,7 +21,14 @@ import numpy as np
 
 from cacovid.types import ANSWER_FORMATS, QAItem
 
-__all__ = ["PROBLEM_TYPES", "load_videor1", "save_videor1", "strip_answer_tags", "strip_option_letter"]
+__all__ = [
+    "PROBLEM_TYPES",
+    "load_videor1",
+    "parse_entry",
+    "save_videor1",
+    "strip_answer_tags",
+    "strip_option_letter",
+]
 
 PROBLEM_TYPES = ("multiple choice", "numerical", "free-form", "OCR", "regression")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -58,7 +65,10 @@ def _field(entry: dict[str, Any], index: int, name: str, kind: type | tuple[type
     return value
 
 
-def _parse_item(entry: Any, index: int, root: Path, default_id: str) -> QAItem:
+def parse_entry(entry: Any, index: int, root: Path, default_id: str) -> QAItem:
+    """One row of a Video-R1 file as a QAItem (relative video paths from `root`), or a ValueError that
+    names row `index`. Public so that a job over a file can check its rows one at a time and record a
+    bad one without losing the rest."""
     if not isinstance(entry, dict):
         raise ValueError(f"Video-R1 item {index}: expected a JSON object, got {type(entry).__name__}")
     video = _field(entry, index, "path", str)
@@ -148,7 +158,7 @@ def load_videor1(json_path: str | os.PathLike[str]) -> list[QAItem]:
     if not isinstance(data, list):
         raise ValueError(f"{json_path} must hold a JSON list of items, got {type(data).__name__}")
     root = json_path.resolve().parent
-    return [_parse_item(entry, i, root, f"{json_path.stem}:{i}") for i, entry in enumerate(data)]
+    return [parse_entry(entry, i, root, f"{json_path.stem}:{i}") for i, entry in enumerate(data)]
 
 
 def _safe_name(text: str) -> str:

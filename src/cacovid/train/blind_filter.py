@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cacovid.data.videor1 import PROBLEM_TYPES, _parse_item
+from cacovid.data.videor1 import PROBLEM_TYPES, parse_entry
 from cacovid.train.validation import blind_answers_correct
 from cacovid.types import QAItem
 
@@ -285,7 +285,7 @@ class BlindFilterJob:
                     self._emit(RowEvent(index, self.progress.decisions[index]["decision"], skipped=True))
                     continue
                 try:
-                    item = _parse_item(entry, index, self.input.parent, f"{self.input.stem}:{index}")
+                    item = parse_entry(entry, index, self.input.parent, f"{self.input.stem}:{index}")
                 except ValueError as exc:
                     self._decide(log, index, entry, None, "failed", str(exc))
                     continue
