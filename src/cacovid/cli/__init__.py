@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cacovid.cli import demo, distill, toy, train, tune, world
+from cacovid.cli import demo, distill, import_official, toy, train, tune, world
 from cacovid.cli import eval as eval_cli
 from cacovid.cli import filter as filter_cli
 
@@ -28,6 +28,7 @@ app.command("report")(eval_cli.report_command)
 app.command("tune-selection")(tune.tune_selection_command)
 app.command("distill")(distill.distill_command)
 app.command("filter")(filter_cli.filter_command)
+app.command("import-official")(import_official.import_official_command)
 
 
 def main() -> None:

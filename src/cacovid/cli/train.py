@@ -289,7 +289,10 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     console.print(f"loading [bold]{o['model']}[/bold] …")
-    llm = load_video_llm(o["model"], device=device)
+    try:
+        llm = load_video_llm(o["model"], device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--model") from e
     init_policy, novelty_weight = o["init_policy"], o["novelty_weight"]
     try:
         if init_policy is not None:

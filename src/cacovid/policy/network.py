@@ -23,6 +23,7 @@ from torch import nn
 from cacovid.ops.novelty import standardise, temporal_novelty
 from cacovid.policy.config import PolicyConfig, structural_mismatches
 from cacovid.policy.context import CrossFrameContext, cross_frame_similarities
+from cacovid.policy.layer_attention import apply_layer_attention
 from cacovid.policy.layers import bidirectional_mask, build_host_modules, make_bidirectional
 from cacovid.policy.question import QuestionMatch
 from cacovid.types import EncodedPrompt
@@ -107,6 +108,7 @@ class CaCoVIDPolicy(nn.Module):
         self.layer = copy.deepcopy(layer).float()
         self.rotary = copy.deepcopy(rotary).float()
         make_bidirectional(self.layer, config.attn_implementation)
+        apply_layer_attention(self)  # PolicyConfig.layer_attention (docs/method.md §8)
         for p in self.layer.parameters():
             p.requires_grad_(True)
         eps = float(config.text_config.get("rms_norm_eps", 1e-6))
