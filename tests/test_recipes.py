@@ -1,5 +1,6 @@
-"""Recipe files (`cacovid train --config`): every shipped recipe loads, a recipe resolves to the same
-run as its command line, the command line overrides the file, and unknown keys are refused."""
+"""Recipe files (`cacovid train --config`, `cacovid distill --config`): every shipped recipe loads, a
+recipe resolves to the same run as its command line, the command line overrides the file, and unknown
+keys are refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from cacovid.cli.train import app, read_recipe
 from cacovid.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".json", ".yaml", ".yml"))
+ALL_RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".json", ".yaml", ".yml"))
+# Distillation recipes are named distill*.json; every other recipe is a `cacovid train` run.
+DISTILL_RECIPES = [p for p in ALL_RECIPES if p.name.startswith("distill")]
+RECIPES = [p for p in ALL_RECIPES if p not in DISTILL_RECIPES]
 SHIPPED = ROOT / "recipes" / "toy" / "cacovid"
 
 
@@ -100,3 +104,54 @@ def test_yaml_recipes_read_like_json(tmp_path):
     shown = _resolved("--config", str(yaml_path))
     assert shown == _resolved("--config", str(json_path))
     assert shown["train_config"]["val_ratios"] == [0.5, 0.1] and shown["train_config"]["dual_clip"] is None
+
+
+# ---- cacovid distill --config ----------------------------------------------------------------------
+def _distilled(*args: str) -> dict:
+    from cacovid.cli import app as cli
+
+    res = CliRunner().invoke(cli, ["distill", *args, "--print-config"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _distill_refused(*args: str) -> str:
+    from cacovid.cli import app as cli
+
+    res = CliRunner().invoke(cli, ["distill", *args, "--print-config"])
+    assert res.exit_code != 0
+    return " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("path", DISTILL_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_distill_recipe_loads(path: Path):
+    recipe = read_recipe(path)
+    assert isinstance(recipe.get("description"), str) and recipe["description"].strip()
+    shown = _distilled("--config", str(path))
+    assert {k: v for k, v in recipe.items() if k != "description"} == {
+        k: shown[k] for k in recipe if k in shown
+    }
+
+
+def test_the_decoys_policy_is_what_its_recipe_and_the_demo_say():
+    from cacovid.cli.demo import DECOYS_DISTILL, DECOYS_POLICY
+
+    recipe = read_recipe(ROOT / "recipes/toy/cacovid-decoys/distill.json")
+    assert {k: recipe[k] for k in DECOYS_POLICY} == DECOYS_POLICY
+    assert {k: recipe[k] for k in DECOYS_DISTILL} == DECOYS_DISTILL
+    shipped = json.loads((ROOT / "src/cacovid/policy/shipped/toy-decoys/config.json").read_text())
+    assert {k: shipped[k] for k in DECOYS_POLICY} == DECOYS_POLICY
+
+
+def test_distill_command_line_overrides_and_bad_keys(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"description": "x", "epochs": 3, "lr": 0.003, "out": "runs/x"}))
+    shown = _distilled("--config", str(path), "--epochs", "1")
+    assert (shown["epochs"], shown["lr"], shown["out"]) == (1, 0.003, "runs/x")
+    assert _distilled("--config", str(path))["epochs"] == 3
+    path.write_text(json.dumps({"epoch": 3}))
+    assert "unknown recipe keys ['epoch']" in _distill_refused("--config", str(path))
+    for bad in ({"epochs": 2.5}, {"epochs": "three"}, {"lr": True}, {"epochs": 0}):
+        path.write_text(json.dumps(bad))
+        assert f"recipe key '{next(iter(bad))}'" in _distill_refused("--config", str(path)), bad
+    assert "no recipe file" in _distill_refused("--config", str(tmp_path / "missing.json"))

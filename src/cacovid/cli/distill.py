@@ -2,17 +2,61 @@
 
 See `cacovid.train.distill` for the loss and why. The result (OUT/policy) is an ordinary saved policy:
 evaluate it with `cacovid eval --policy OUT/policy` or train it on with `cacovid train --init-policy`.
+A run can be a recipe file (`--config PATH.json`): an object of this command's options spelt as Python
+names (n_items for --n-items) and a description; options given on the command line win.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from cacovid.cli.train import RECIPE_NOTES, read_recipe
+
+
+def with_recipe(ctx: typer.Context, path: Path | None) -> dict[str, Any]:
+    """The command's options as parsed, with the recipe's value for every option not given on the
+    command line; each value is checked and converted as the option itself would be."""
+    options = dict(ctx.params)
+    if path is None:
+        return options
+    recipe = read_recipe(path)
+    params = {p.name: p for p in ctx.command.params if p.name not in ("config", "print_config")}
+    unknown = sorted(set(recipe) - set(params) - set(RECIPE_NOTES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown recipe keys {unknown}: a recipe holds `cacovid distill` options spelt as Python "
+            "names (n_items for --n-items) and a description",
+            param_hint="--config",
+        )
+    for key, value in recipe.items():
+        if key in RECIPE_NOTES:
+            continue
+        source = ctx.get_parameter_source(key)
+        if source is not None and source.name == "COMMANDLINE":
+            continue  # the command line wins
+        default = options[key]
+        if isinstance(value, bool) != isinstance(default, bool) or (
+            isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)
+        ):
+            raise typer.BadParameter(f"recipe key {key!r}: {value!r} is not a {type(default).__name__}")
+        try:
+            options[key] = None if value is None else params[key].process_value(ctx, value)
+        except typer.BadParameter as e:
+            raise typer.BadParameter(f"recipe key {key!r}: {e.message}", param_hint="--config") from e
+    return options
+
 
 def distill_command(
-    out: Path = typer.Option(..., help="Run folder: log.jsonl, checkpoint/ (resumed), policy/."),
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", help="Recipe file (.json or .yaml) of these options."),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved options as JSON, then stop."
+    ),
+    out: Path = typer.Option(None, help="Run folder: log.jsonl, checkpoint/ (resumed), policy/."),
     model: str = typer.Option("toy", help='"toy" or a LLaVA-OneVision / Qwen2(.5)-VL checkpoint folder.'),
     data: str = typer.Option(
         "synthetic", help='"synthetic", a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md).'
@@ -41,6 +85,18 @@ def distill_command(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Distil the host's last-token attention into a CaCoVID policy (resumable)."""
+    o = with_recipe(ctx, config)
+    if print_config:
+        shown = {k: str(v) if isinstance(v, Path) else v for k, v in o.items()}
+        shown = {k: v for k, v in shown.items() if k not in ("config", "print_config")}
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    out, model, data, world, device = o["out"], o["model"], o["data"], o["world"], o["device"]
+    n_items, val_items, layer, seed = o["n_items"], o["val_items"], o["layer"], o["seed"]
+    init_policy, threads = o["init_policy"], o["threads"]
+    question_match_dim, context_width = o["question_match_dim"], o["context_width"]
+    if out is None:
+        raise typer.BadParameter("name the run folder (--out or the recipe's out)", param_hint="--out")
     import torch
     from rich.progress import Progress
 
@@ -52,13 +108,13 @@ def distill_command(
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     try:
-        config = DistillConfig(
+        settings = DistillConfig(
             layer=layer,
-            temperature=temperature,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            layer_lr_scale=layer_lr_scale,
+            temperature=o["temperature"],
+            epochs=o["epochs"],
+            batch_size=o["batch_size"],
+            lr=o["lr"],
+            layer_lr_scale=o["layer_lr_scale"],
             seed=seed,
         )
         items = source_from_args(data, split="train", world=world, n=n_items, unique_ids=False).sequence
@@ -94,5 +150,5 @@ def distill_command(
             if "val" in record:
                 bar.console.print(f"step {record['step']} loss {record['loss']:.3f} val {record['val']}")
 
-        distill_policy(policy, llm, items, out, config, val_items=vals, on_step=show)
+        distill_policy(policy, llm, items, out, settings, val_items=vals, on_step=show)
     typer.echo(f"policy saved to {out / 'policy'}")
