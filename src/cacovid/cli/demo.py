@@ -17,10 +17,15 @@ from pathlib import Path
 
 import typer
 
-# The world `cacovid demo` runs on without --world.
-DEMO_WORLD = "preset=classic"
+# The world `cacovid demo` runs on without --world: the one where only the question tells which of
+# the objects that come and go matters (data/synthetic/config.py).
+DEMO_WORLD = "preset=decoys"
 # Policies shipped for the toy model, by world preset (folders under policy/shipped/).
 SHIPPED_POLICIES = {"classic": "toy", "decoys": "toy-decoys"}
+# How the decoys policy was made (recipes/toy/cacovid-decoys/distill.json): its terms and the
+# distillation settings; `--retrain` on the decoys world repeats it on its own items.
+DECOYS_POLICY = {"question_match_dim": 48, "context_width": 32}
+DECOYS_DISTILL = {"layer": 2, "epochs": 3, "lr": 3e-3, "layer_lr_scale": 1.0}
 
 
 def shipped_policy_dir(preset: str = "classic") -> Path:
@@ -36,6 +41,21 @@ def shipped_novelty_weight() -> float:
 
     path = shipped_policy_dir() / "config.json"
     return PolicyConfig.load(path).novelty_weight if path.is_file() else 0.0
+
+
+def _distill_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
+    """The recipe of the policy shipped for the decoys world, on fewer items: a fresh policy with the
+    question-match and cross-frame context terms, distilled from the host's layer-2 attention
+    (docs/experiments.md, "The decoys world")."""
+    from cacovid.data.sources import source_from_args
+    from cacovid.policy import CaCoVIDPolicy
+    from cacovid.train.distill import DistillConfig, distill_policy
+
+    items = source_from_args("synthetic", split="train", world=world or None, n=n_items).sequence
+    policy = CaCoVIDPolicy.from_host(adapter, seed=seed, **DECOYS_POLICY)
+    run = out / "policy-training"
+    distill_policy(policy, adapter, items, run, DistillConfig(seed=seed, **DECOYS_DISTILL))
+    return run / "policy"
 
 
 def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
@@ -110,15 +130,20 @@ def demo_command(
         source = synthetic_source(world or None, split=split, n=n)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    preset = WorldConfig.from_dict(source.world).preset_name if source.world else None
+    world_config = WorldConfig.from_dict(source.world) if source.world else WorldConfig()
+    preset = world_config.preset_name
+    # A world with decoys gets the decoys policy's recipe (distillation), any other the classic one (RL).
+    has_decoys = world_config.num_decoys > 0
     out.mkdir(parents=True, exist_ok=True)
     adapter = load_video_llm(model)
     policy_dir = out / "policy"
     if not (policy_dir / "config.json").is_file():
         shipped = shipped_policy_dir(preset or "classic")
         if retrain or model != "toy" or preset is None or not (shipped / "config.json").is_file():
-            console.print(f"training a CaCoVID policy on {train_items} items …")
-            trained = _train_policy(adapter, out, train_items, world, seed, progress)
+            how = "distilling" if has_decoys else "training"
+            console.print(f"{how} a CaCoVID policy on {train_items} items …")
+            train = _distill_policy if has_decoys else _train_policy
+            trained = train(adapter, out, train_items, world, seed, progress)
         else:
             trained = shipped
             console.print(f"using the shipped policy ({trained})")
