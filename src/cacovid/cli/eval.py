@@ -173,6 +173,12 @@ def eval_command(
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write report.md and PNGs at the end.")
     ] = True,
+    fastv_layer: Annotated[
+        int,
+        typer.Option(
+            "--fastv-layer", min=0, help="Decoder layer whose last-token attention ranks tokens for fastv."
+        ),
+    ] = 2,
 ) -> None:
     """Evaluate methods × ratios × items; write items.jsonl, summary.json (and efficiency.json)."""
     options = dict(locals())  # the command's options, passed on as they are
@@ -207,6 +213,7 @@ def _evaluate(
     device: str,
     dtype: str,
     report: bool,
+    fastv_layer: int,
     processes,
     load_device: str,
 ) -> None:
@@ -238,7 +245,9 @@ def _evaluate(
         console.print(f"[red]cannot load model {model!r}:[/red] {exc}")
         raise typer.Exit(1) from exc
     try:
-        built = build_methods(names, adapter, policy=str(policy) if policy else None, seed=seed)
+        built = build_methods(
+            names, adapter, policy=str(policy) if policy else None, seed=seed, fastv_layer=fastv_layer
+        )
         config = EvalConfig(
             ratios=ratio_list,
             max_new_tokens=max_new_tokens,
