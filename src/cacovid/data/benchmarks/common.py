@@ -26,6 +26,7 @@ __all__ = [
     "AnnotationError",
     "BenchmarkItem",
     "Row",
+    "bracketed_options_prompt",
     "categories_meta",
     "letter_list",
     "make_item",
@@ -54,6 +55,15 @@ class BenchmarkItem(QAItem):
     def prompt_text(self) -> str:
         """The benchmark's own prompt (see the loader of each benchmark for its source)."""
         return self.prompt or super().prompt_text()
+
+
+def bracketed_options_prompt(instruction: str, question: str, options: Sequence[str]) -> str:
+    """The prompt MLVU and MVBench share: their instruction, the question, "(A) text" per option and
+    "Only give the best option."; only the instruction differs between them."""
+    lines = [instruction, f"Question: {question}", "Options:"]
+    lines += [f"({LETTERS[i]}) {o}" for i, o in enumerate(options)]
+    lines.append("Only give the best option.")
+    return "\n".join(lines)
 
 
 def letter_list(n: int) -> str:

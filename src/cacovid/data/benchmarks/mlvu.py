@@ -31,6 +31,7 @@ from cacovid.data.benchmarks.common import (
     AnnotationError,
     BenchmarkItem,
     Row,
+    bracketed_options_prompt,
     make_item,
     read_json,
 )
@@ -60,10 +61,7 @@ INSTRUCTION = (
 
 def mlvu_prompt(question: str, options: list[str]) -> str:
     """MLVU's prompt for a question and its option texts."""
-    lines = [INSTRUCTION, f"Question: {question}", "Options:"]
-    lines += [f"({LETTERS[i]}) {o}" for i, o in enumerate(options)]
-    lines.append("Only give the best option.")
-    return "\n".join(lines)
+    return bracketed_options_prompt(INSTRUCTION, question, options)
 
 
 def _answer(row: Row, options: list[str]) -> str:

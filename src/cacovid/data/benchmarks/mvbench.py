@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cacovid.data.benchmarks.common import (
-    LETTERS,
     AnnotationError,
     BenchmarkItem,
     Row,
+    bracketed_options_prompt,
     make_item,
     read_json,
 )
@@ -82,10 +82,7 @@ INSTRUCTION = (
 
 def mvbench_prompt(question: str, options: list[str]) -> str:
     """MVBench's prompt for a question and its option texts."""
-    lines = [INSTRUCTION, f"Question: {question}", "Options:"]
-    lines += [f"({LETTERS[i]}) {o}" for i, o in enumerate(options)]
-    lines.append("Only give the best option.")
-    return "\n".join(lines)
+    return bracketed_options_prompt(INSTRUCTION, question, options)
 
 
 def _window(row: Row) -> list[float] | None:
