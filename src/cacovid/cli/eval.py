@@ -55,6 +55,26 @@ def _dtype(name: str):
     return table[name]
 
 
+def _attn_implementation(name: str | None) -> str | None:
+    """--attn-implementation checked (known kernel, package installed) before any weights load."""
+    from cacovid.models.options import check_attn_implementation
+
+    try:
+        return check_attn_implementation(name or None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--attn-implementation") from None
+
+
+def _device_map(text: str | None):
+    """--device-map: a strategy ("auto", …), a device, or a JSON object of module → device."""
+    from cacovid.models.options import parse_device_map
+
+    try:
+        return parse_device_map(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device-map") from None
+
+
 def _summary_table(summary: dict):
     """The summary as a compact rich table (fits 80 columns)."""
     from rich import box
@@ -170,6 +190,22 @@ def eval_command(
     ] = False,
     device: Annotated[str, typer.Option("--device", help='"auto", "cpu", "cuda", "cuda:1", …')] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    attn_implementation: Annotated[
+        str | None,
+        typer.Option(
+            "--attn-implementation",
+            help="Attention kernel: eager, sdpa, flash_attention_2 (needs flash-attn); default: "
+            "transformers'.",
+        ),
+    ] = None,
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            "--device-map",
+            help='from_pretrained device map: "auto", a device, or a JSON object; replaces --device '
+            "for the model's weights.",
+        ),
+    ] = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write report.md and PNGs at the end.")
     ] = True,
@@ -212,6 +248,8 @@ def _evaluate(
     retry_errors: bool,
     device: str,
     dtype: str,
+    attn_implementation: str | None,
+    device_map: str | None,
     report: bool,
     fastv_layer: int,
     processes,
@@ -239,8 +277,12 @@ def _evaluate(
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--data/--world/--split") from exc
     torch_dtype = _dtype(dtype)
+    attn = _attn_implementation(attn_implementation)
+    placement = _device_map(device_map)
     try:
-        adapter = load_video_llm(model, device=load_device, dtype=torch_dtype)
+        adapter = load_video_llm(
+            model, device=load_device, dtype=torch_dtype, attn_implementation=attn, device_map=placement
+        )
     except (OSError, ValueError) as exc:
         console.print(f"[red]cannot load model {model!r}:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -193,6 +193,18 @@ def train(
     val_ratios: str = typer.Option("0.25,0.1", help="comma-separated validation ratios"),
     blind_filter: bool = typer.Option(True, "--blind-filter/--no-blind-filter"),
     device: str = typer.Option("cpu"),
+    attn_implementation: str = typer.Option(
+        None,
+        "--attn-implementation",
+        help="attention kernel of the host (and of the policy's copied layer): eager, sdpa, "
+        "flash_attention_2 (needs flash-attn); default: transformers'",
+    ),
+    device_map: str = typer.Option(
+        None,
+        "--device-map",
+        help="from_pretrained device map of the host: 'auto', a device, or a JSON object; the policy "
+        "stays on --device",
+    ),
     threads: int = typer.Option(None, help="torch CPU threads (1 is fastest for tiny models on busy CPUs)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -202,7 +214,23 @@ def train(
     o, extra = resolve_options(ctx, options, recipe)
     if o["stop_at"] is not None and o["stop_at"] < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--stop-at")
+    check_model_options(o)
     run(o, extra)
+
+
+def check_model_options(o: dict[str, Any]) -> None:
+    """Check --attn-implementation and --device-map (from the command line or a recipe) before any
+    weights load: a usage error naming the option."""
+    from cacovid.models.options import check_attn_implementation, parse_device_map
+
+    try:
+        check_attn_implementation(o["attn_implementation"])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--attn-implementation") from None
+    try:
+        parse_device_map(o["device_map"])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--device-map") from None
 
 
 def build_train_config(o: dict[str, Any], extra: dict[str, Any]):
@@ -231,7 +259,8 @@ def build_train_config(o: dict[str, Any], extra: dict[str, Any]):
 # The run options `--print-config` shows beside the training config.
 _RUN_KEYS = (
     "model", "data", "world", "split", "n_items", "val_data", "val_items", "out", "resume", "stop_at",
-    "init_policy", "val_selection", "novelty_weight", "device", "threads",
+    "init_policy", "val_selection", "novelty_weight", "device", "attn_implementation", "device_map",
+    "threads",
 )  # fmt: skip
 
 
@@ -260,6 +289,7 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
 
     from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
+    from cacovid.models.options import parse_device_map
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.trainer import Trainer
 
@@ -290,7 +320,12 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
         raise typer.BadParameter(str(e)) from e
     console.print(f"loading [bold]{o['model']}[/bold] …")
     try:
-        llm = load_video_llm(o["model"], device=device)
+        llm = load_video_llm(
+            o["model"],
+            device=device,
+            attn_implementation=o["attn_implementation"],
+            device_map=parse_device_map(o["device_map"]),
+        )
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--model") from e
     init_policy, novelty_weight = o["init_policy"], o["novelty_weight"]

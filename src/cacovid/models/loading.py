@@ -16,6 +16,7 @@ from torch import nn
 
 from cacovid.models.base import VideoLLM
 from cacovid.models.llava_onevision import LlavaOneVisionVideoLLM
+from cacovid.models.options import check_attn_implementation, check_device_map
 from cacovid.models.qwen2_vl import Qwen2_5_VLVideoLLM, Qwen2VLVideoLLM
 
 TOY_ALIAS = "toy"
@@ -108,11 +109,21 @@ def check_model_location(name_or_path: str) -> None:
 
 
 def load_video_llm(
-    name_or_path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name_or_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
 ) -> VideoLLM:
     """Load a checkpoint (directory, hub id, or "toy") with its processor, frozen, in eval mode.
 
     The adapter is picked from `config.model_type` (llava_onevision, qwen2_vl, qwen2_5_vl).
+    `attn_implementation` ("eager", "sdpa", "flash_attention_2", "flash_attention_3"; None:
+    transformers' default) and `device_map` ("auto", a device, or a dict of module → device; needs
+    accelerate) go to `from_pretrained`. With a device map the weights are placed by it and `device` is
+    not applied, so a model larger than one accelerator can be spread over several. Both options are
+    checked before any weights load (a kernel whose package is missing is a ValueError).
     """
     import transformers
     from transformers import AutoConfig, AutoProcessor
@@ -121,12 +132,20 @@ def load_video_llm(
         name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"name_or_path must be a non-empty string or path, got {name_or_path!r}")
+    check_attn_implementation(attn_implementation)
+    check_device_map(device_map)
     path = resolve_name(name_or_path)
     check_model_location(path)
     config = AutoConfig.from_pretrained(path)
     adapter = adapter_for(config.model_type)
     model_cls = getattr(transformers, ADAPTERS[config.model_type][1])
-    model = model_cls.from_pretrained(path, dtype=dtype)
-    model.to(device)
+    kwargs: dict = {"dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = model_cls.from_pretrained(path, **kwargs)
+    if device_map is None:
+        model.to(device)
     processor = AutoProcessor.from_pretrained(path)
     return adapter(model, processor, name_or_path=name_or_path)

@@ -52,6 +52,20 @@ def build_host_modules(text_config_dict: dict[str, Any]) -> tuple[nn.Module, nn.
     return getattr(mod, layer_cls)(config, 0), getattr(mod, rotary_cls)(config=config)
 
 
+def host_attn_implementation(host: Any) -> str:
+    """The attention kernel the host's language model runs ("eager", "sdpa", "flash_attention_2", …),
+    read from its text config, else its top-level config; "sdpa" (PolicyConfig's default) when the
+    host names none the policy layer can run."""
+    from cacovid.policy.config import ATTN_IMPLEMENTATIONS
+
+    configs = [getattr(host, "text_config", None), getattr(getattr(host, "model", None), "config", None)]
+    for cfg in configs:
+        name = getattr(cfg, "_attn_implementation", None) if cfg is not None else None
+        if name in ATTN_IMPLEMENTATIONS:
+            return name
+    return "sdpa"
+
+
 def make_bidirectional(layer: nn.Module, attn_implementation: str) -> int:
     """Clear causality on every attention module of `layer` and pin its kernel. Returns how many."""
     n = 0

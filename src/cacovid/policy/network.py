@@ -24,7 +24,12 @@ from cacovid.ops.novelty import standardise, temporal_novelty
 from cacovid.policy.config import PolicyConfig, structural_mismatches
 from cacovid.policy.context import CrossFrameContext, cross_frame_similarities
 from cacovid.policy.layer_attention import apply_layer_attention
-from cacovid.policy.layers import bidirectional_mask, build_host_modules, make_bidirectional
+from cacovid.policy.layers import (
+    bidirectional_mask,
+    build_host_modules,
+    host_attn_implementation,
+    make_bidirectional,
+)
 from cacovid.policy.question import QuestionMatch
 from cacovid.types import EncodedPrompt
 
@@ -125,7 +130,14 @@ class CaCoVIDPolicy(nn.Module):
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_host(cls, host: VideoLLM, **config_kwargs) -> CaCoVIDPolicy:
-        """A fresh policy for `host`: its first decoder layer copied, new heads (seeded)."""
+        """A fresh policy for `host`: its first decoder layer copied, new heads (seeded).
+
+        Unless `attn_implementation` is given, the copied layer keeps the host's attention kernel
+        (`host_attn_implementation`), so a host loaded with sdpa or flash attention gets a policy
+        layer on the same kernel rather than the config default.
+        """
+        if config_kwargs.get("attn_implementation") is None:
+            config_kwargs["attn_implementation"] = host_attn_implementation(host)
         config = PolicyConfig(
             host_name=str(getattr(host, "name_or_path", "")),
             host_family=str(host.family),
