@@ -240,3 +240,20 @@ def test_novelty_prior_overrides_the_weight(llava_llm, capsys, tmp_path):
         assert primed["evidence_recall"] == prior["evidence_recall"]
         assert primed["accuracy"] == prior["accuracy"]
     assert "novelty prior" in capsys.readouterr().out
+
+
+def test_selection_memory_quick(capsys, tmp_path):
+    mod = _bench("selection_memory")
+    out = tmp_path / "memory.json"
+    result = mod.main(["--quick", "--repeats", "1", "--warmup", "0", "--json", str(out)])
+    assert [r["stage"] for r in result["rows"]] == list(mod.STAGES)
+    assert all(r["ms"] is not None and r["ms"] > 0 for r in result["rows"])
+    assert result["attn_implementation"] == "sdpa" and result["dtype"] == "float32"
+    shape = result["shape"]
+    assert shape["video_tokens"] == 2 * 16 and shape["length"] == 2 * 16 + 62
+    assert 0 < result["kept"] <= shape["video_tokens"]
+    heads, length = shape["heads"], shape["length"]
+    assert result["eager_map_mb"] == pytest.approx(heads * length * length * 4 / 2**20)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("CaCoVID select at 94 tokens") and lines[-1] == result["headline"]
+    assert json.loads(out.read_text())["headline"] == result["headline"]
