@@ -84,7 +84,8 @@ def test_missing_flash_kernel_is_refused_before_loading(monkeypatch, tmp_path):
     # Refused before the folder is even looked at (no weights are read).
     with pytest.raises(ValueError, match="flash_attn"):
         load_video_llm(tmp_path / "absent", attn_implementation="flash_attention_2")
-    with pytest.raises(ValueError, match=r"unknown attention implementation 'fast'.*installed here: eager, sdpa"):
+    unknown = r"unknown attention implementation 'fast'.*installed here: eager, sdpa"
+    with pytest.raises(ValueError, match=unknown):
         load_video_llm(tmp_path / "absent", attn_implementation="fast")
 
 
