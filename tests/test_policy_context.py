@@ -107,3 +107,25 @@ def test_context_width_is_validated():
     with pytest.raises(ValueError, match="context_width"):
         PolicyConfig(question_match_dim=4, context_width=2.5)
     assert PolicyConfig.from_dict({}).context_width == 0  # saved before the option existed
+
+
+def test_a_flash_host_runs_the_copied_layer_in_bf16(toy_llm):
+    """Flash kernels take half precision only: the float32 policy runs its layer under bf16 autocast
+    and hands its heads float32 again. (The kernel itself needs a GPU; a stand-in layer records what
+    it was given.)"""
+    from cacovid.data.sources import synthetic_source
+
+    item = synthetic_source("preset=decoys,frames=4,target_frames=2:3", "test", 1).sequence[0]
+    prompt = toy_llm.encode_item(item)
+    policy = CaCoVIDPolicy.from_host(toy_llm, seed=0, attn_implementation="sdpa")
+    seen = []
+
+    def stand_in(hidden, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return (hidden * torch.ones((), dtype=torch.bfloat16),)
+
+    policy.layer.forward = stand_in
+    assert policy(prompt).token_logits.dtype == torch.float32 and seen[-1][0] is False
+    policy.config.attn_implementation = "flash_attention_2"
+    out = policy(prompt)
+    assert seen[-1] == (True, torch.bfloat16) and out.token_logits.dtype == torch.float32

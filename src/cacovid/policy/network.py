@@ -9,6 +9,7 @@ per-frame mean, per-frame (drop, keep) logits. Only this module is trained; the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Sequence
@@ -199,20 +200,24 @@ class CaCoVIDPolicy(nn.Module):
             pos[..., b, :n] = p.position_ids.to(dev)
         position_embeddings = self.rotary(hidden, pos)
         mask = bidirectional_mask(valid, self.config.attn_implementation, dtype)
-        out = self.layer(
-            hidden,
-            attention_mask=mask,
-            position_embeddings=position_embeddings,
-            position_ids=None,
-            is_causal=False,
-        )
+        # Flash kernels take half precision only; the policy's parameters stay float32, so its layer
+        # runs under bf16 autocast when the host's kernel is a flash one (they exist on CUDA only).
+        flash = self.config.attn_implementation.startswith("flash") and dtype == torch.float32
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if flash else contextlib.nullcontext():
+            out = self.layer(
+                hidden,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                position_ids=None,
+                is_causal=False,
+            )
         if isinstance(out, tuple):  # older layer classes return (hidden, …)
             out = out[0]
         results = []
         for b, p in enumerate(prompts):
             T, P = p.num_frames, p.tokens_per_frame
             # clone(): prompts are often built under inference_mode, and autograd must save the index.
-            video = out[b, p.video_positions.to(dev).clone()]  # (N, D)
+            video = out[b, p.video_positions.to(dev).clone()].to(dtype)  # (N, D), float32 after autocast
             token_logits = self.token_head(self.norm(video))  # (N, 2)
             if self.config.novelty_weight:
                 token_logits = token_logits + self.novelty_prior(p)
