@@ -257,3 +257,37 @@ def test_selection_memory_quick(capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("CaCoVID select at 94 tokens") and lines[-1] == result["headline"]
     assert json.loads(out.read_text())["headline"] == result["headline"]
+
+
+def test_quality_quick(capsys, tmp_path):
+    mod = _bench("quality")
+    if not _bench("benchutil").toy_installed():
+        pytest.skip("the shipped policies need the trained toy weights")
+    path = tmp_path / "quality.json"
+    result = mod.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(path)])
+    assert result["worlds"] == ["preset=classic", "preset=decoys"] and result["items"] == 2
+    baselines = [n for n in available_selectors() if n not in ("oracle", "fastv", "cacovid")]
+    assert result["methods"] == ["full", "cacovid", *baselines]
+    want = [(w, "full", 1.0) for w in result["worlds"][:1]]
+    want += [(result["worlds"][0], m, 0.1) for m in ["cacovid", *baselines]]
+    got = [(r["world"], r["method"], r["ratio"]) for r in result["rows"]]
+    assert got[: len(want)] == want and len(got) == 2 * len(want)
+    for r in result["rows"]:
+        assert r["n"] == 2 and r["n_errors"] == 0 and 0.0 <= r["accuracy"] <= 1.0
+        assert (r["question_sensitivity"] is not None) == (
+            r["world"] == "preset=decoys" and r["method"] != "full"
+        )
+    heads = result["headlines"]
+    assert [h["world"] for h in heads] == result["worlds"]
+    ours = next(r for r in result["rows"] if r["world"] == "preset=decoys" and r["method"] == "cacovid")
+    best = max(
+        r["accuracy"] for r in result["rows"] if r["world"] == "preset=decoys" and r["method"] in baselines
+    )
+    assert heads[1]["margin"] == pytest.approx(100 * (ours["accuracy"] - best))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "quality on preset=decoys" in "\n".join(lines) and lines[-2].startswith("headline: preset=classic")
+    assert lines[-1] == result["headline"] and lines[-1].startswith("headline: preset=decoys CaCoVID")
+    saved = json.loads(path.read_text())
+    assert saved["headline"] == result["headline"] and len(saved["rows"]) == len(result["rows"])
+    with pytest.raises(SystemExit, match="names no preset"):
+        mod.main(["--quick", "--worlds", "frames=8"])
