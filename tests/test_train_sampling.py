@@ -219,3 +219,69 @@ def test_full_size_sampling_is_fast():
     elapsed = time.perf_counter() - start
     assert bool((ro.masks.sum(1) == T * 4).all())
     assert elapsed < 3.0, f"sampling took {elapsed:.2f}s"
+
+
+def test_frame_share_one_puts_every_rollout_but_content_in_frame_mode():
+    assert SamplingConfig(group_size=8, frame_share=1.0).mode_counts() == (0, 7, 1)
+    assert SamplingConfig(group_size=8, frame_share=1.0, content_rollout=False).mode_counts() == (0, 8, 0)
+    assert SamplingConfig(group_size=1, frame_share=1.0).mode_counts() == (0, 1, 0)
+    s, u, x = _inputs(6, 20)
+    cfg = SamplingConfig(group_size=8, frame_share=1.0)
+    ro = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(0))
+    assert ro.mode_names == ["frame"] * 7 + ["content"]
+    assert bool((ro.masks.sum(1) == 6 * per_frame_budget(0.1, 20)).all())
+    masks = ro.masks[:7].reshape(7, 6, 20)
+    assert not bool((masks & ~ro.frames[:7].unsqueeze(-1)).any())  # only inside the chosen frames
+    with pytest.raises(ValueError, match=r"frame_share must be in \[0, 1\]"):
+        SamplingConfig(frame_share=1.5)
+
+
+def test_naive_sampler_draws_the_budget_anywhere_from_the_token_softmax():
+    T, P, G = 4, 25, 6
+    s, u, x = _inputs(T, P)
+    cfg = SamplingConfig(group_size=G, frame_share=0.0, content_rollout=False, sampler="naive")
+    assert cfg.mode_counts() == (G, 0, 0)
+    ro = sample_rollouts(s, u, x, 0.08, cfg, torch.Generator().manual_seed(1))
+    k = per_frame_budget(0.08, P)
+    assert ro.masks.shape == (G, T * P) and bool((ro.masks.sum(1) == T * k).all())
+    assert ro.mode_names == ["token"] * G and bool(ro.frames.all())
+    # Not per-frame: some rollout leaves a frame's count away from k (scores differ across frames).
+    assert bool((ro.masks.reshape(G, T, P).sum(-1) != k).any())
+    # Same generator state, same draws; a different one, different draws.
+    again = sample_rollouts(s, u, x, 0.08, cfg, torch.Generator().manual_seed(1))
+    other = sample_rollouts(s, u, x, 0.08, cfg, torch.Generator().manual_seed(2))
+    assert torch.equal(ro.masks, again.masks) and not torch.equal(ro.masks, other.masks)
+
+
+def test_naive_sampler_follows_plackett_luce_inclusion():
+    """One draw (kept = 1) is a categorical draw from softmax(s) over the whole video."""
+    from cacovid.train.sampling import naive_mode
+
+    s = torch.tensor([[2.0, 0.0, -1.0], [1.0, 0.5, -3.0]])
+    draws = naive_mode(s, 1, 40000, torch.Generator().manual_seed(0))
+    freq = draws.double().mean(0)
+    want = torch.softmax(s.reshape(-1).double(), 0)
+    assert torch.allclose(freq, want, atol=0.01)
+    two = naive_mode(s, 2, 2000, torch.Generator().manual_seed(0))
+    assert bool((two.sum(1) == 2).all())  # without replacement: two distinct tokens
+    with pytest.raises(ValueError, match="kept"):
+        naive_mode(s, 7, 1, torch.Generator())
+
+
+def test_naive_sampler_refuses_modes_it_does_not_have():
+    with pytest.raises(ValueError, match="naive"):
+        SamplingConfig(sampler="naive")  # default frame_share and content rollout
+    with pytest.raises(ValueError, match="naive"):
+        SamplingConfig(sampler="naive", frame_share=0.0)  # content rollout still on
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        SamplingConfig(sampler="global")
+
+
+def test_default_sampler_draws_what_it_always_drew():
+    """`sampler` "modes" is the default and adds no draw: same masks as without the option."""
+    s, u, x = _inputs(5, 30)
+    a = sample_rollouts(s, u, x, 0.1, SamplingConfig(group_size=9), torch.Generator().manual_seed(4))
+    b = sample_rollouts(
+        s, u, x, 0.1, SamplingConfig(group_size=9, sampler="modes"), torch.Generator().manual_seed(4)
+    )
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.modes, b.modes)

@@ -19,6 +19,10 @@ class TrainConfig:
     `adapt_low`), `iterations` I per item, band group `band_group` g and cap `band_beta` β, frame
     fraction `frame_fraction` f, `frame_share` of rollouts in frame mode (see `SamplingConfig`), one
     content rollout (`content_rollout`) optionally used as advantage baseline (`content_baseline`).
+    `sampler` "modes" is that three-mode sampler; "naive" draws every rollout from softmax(s) over
+    the whole video (an ablation, `bench/convergence.py`; needs `frame_share` 0 and
+    `content_rollout` off). `frame_share` 1 (frame mode only) needs a fixed ratio: the adaptation
+    reads the token-mode reward, which such a run does not have.
     Optimisation: AdamW at `lr` for the heads and `lr * layer_lr_scale` for the copied layer, cosine
     schedule over all optimiser steps with linear warm-up over `warmup_fraction` of them, decaying to
     `min_lr_scale`·lr; gradient clipping `grad_clip`; surrogate clip 1−`clip_low` … 1+`clip_high`;
@@ -42,6 +46,7 @@ class TrainConfig:
     frame_share: float = 0.25
     content_rollout: bool = True
     content_baseline: bool = True
+    sampler: str = "modes"
     lr: float = 1e-4
     layer_lr_scale: float = 0.1
     weight_decay: float = 0.0
@@ -95,6 +100,11 @@ class TrainConfig:
         if any(not 0 < r <= 1 for r in self.val_ratios):
             raise ValueError(f"val_ratios must be in (0, 1], got {self.val_ratios}")
         self.sampling()  # validates the sampling knobs early
+        if self.frame_share >= 1.0 and self.adapt_ratio:
+            raise ValueError(
+                "frame_share 1 leaves no token-mode rollout, whose mean reward adapts the training "
+                "retention: set adapt_ratio False (a fixed ratio)"
+            )
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(
@@ -104,6 +114,7 @@ class TrainConfig:
             band_group=self.band_group,
             band_beta=self.band_beta,
             frame_fraction=self.frame_fraction,
+            sampler=self.sampler,
         )
 
     def to_dict(self) -> dict[str, Any]:

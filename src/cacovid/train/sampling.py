@@ -11,6 +11,11 @@ frozen model can answer all G rollouts in one batched call without padding.
   inside them by density-peak diversity. Rollout 1 of the mode takes the top frames.
 - **content mode**: one policy-free rollout, per-frame density-peak diversity (a reference point).
 
+`SamplingConfig.sampler = "naive"` replaces the three modes by the plain alternative the method is
+measured against (`bench/convergence.py`): every rollout draws its T·k tokens anywhere in the video,
+without replacement, from softmax(s) over all N tokens. Those rollouts are token-mode rollouts for the
+objective (the same per-token Bernoulli surrogate, `train/objective.py`).
+
 All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
 frames and tokens (the only loop is the water-filling, at most n_g small steps).
 """
@@ -28,6 +33,7 @@ from cacovid.ops.topk import topk_rows_mask
 
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
+SAMPLERS = ("modes", "naive")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,12 @@ class SamplingConfig:
     """Knobs of the three sample modes (defaults from docs/method.md §4).
 
     - `group_size` G rollouts per iteration; `frame_share` of them (≈ 1/4) in frame mode, one in
-      content mode if `content_rollout`, the rest in token mode.
+      content mode if `content_rollout`, the rest in token mode. `frame_share` 1 puts every rollout
+      but the content one in frame mode (a frame-only ablation); below 1 token mode always gets at
+      least one rollout.
+    - `sampler`: "modes" (the three modes above, docs/method.md §4) or "naive" (every rollout draws
+      T·k tokens without replacement from softmax(s) over the whole video; needs `frame_share` 0 and
+      no content rollout, since it has neither).
     - `band_group` g and `band_beta` β: n_g = max(⌊1/(r·g)⌋, 1) bands, band cap clamp(β/n_g, 0.1, 0.9).
     - `band_floor`: every band keeps at least `band_floor / n_g` probability (exploration).
     - `in_band_clamp`: in-band token probabilities clamped to [lo, hi] × uniform.
@@ -60,12 +71,21 @@ class SamplingConfig:
     frame_floor: float = 0.5
     frame_cap: float = 4.0
     dpc_neighbors: int = 4
+    sampler: str = "modes"
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
-        if not 0.0 <= self.frame_share < 1.0:
-            raise ValueError(f"frame_share must be in [0, 1), got {self.frame_share}")
+        if not 0.0 <= self.frame_share <= 1.0:
+            raise ValueError(f"frame_share must be in [0, 1], got {self.frame_share}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.sampler == "naive" and (self.frame_share != 0.0 or self.content_rollout):
+            raise ValueError(
+                "sampler 'naive' draws every rollout from the token scores: it needs frame_share 0 and "
+                f"content_rollout off, got frame_share {self.frame_share}, content_rollout "
+                f"{self.content_rollout}"
+            )
         if self.band_group < 1 or self.band_beta <= 0:
             raise ValueError("band_group must be >= 1 and band_beta > 0")
         if not 0.0 <= self.band_floor < 1.0:
@@ -81,9 +101,17 @@ class SamplingConfig:
             raise ValueError("dpc_neighbors must be >= 1")
 
     def mode_counts(self) -> tuple[int, int, int]:
-        """(token, frame, content) rollout counts; token mode always gets at least one."""
+        """(token, frame, content) rollout counts.
+
+        Token mode always gets at least one rollout unless `frame_share` is 1, which gives frame mode
+        every rollout but the content one. The naive sampler's rollouts all count as token mode.
+        """
         G = self.group_size
+        if self.sampler == "naive":
+            return G, 0, 0
         n_content = 1 if self.content_rollout and G >= 3 else 0
+        if self.frame_share >= 1.0:
+            return 0, G - n_content, n_content
         n_frame = round(self.frame_share * G) if G - n_content >= 2 else 0
         if self.frame_share > 0 and G - n_content >= 2:
             n_frame = max(1, n_frame)
@@ -207,6 +235,26 @@ def token_mode(
     return out
 
 
+def naive_mode(token_scores: Tensor, kept: int, n: int, generator: torch.Generator) -> Tensor:
+    """(n, N) bool: n rollouts of `kept` tokens each, drawn without replacement from softmax(s).
+
+    The scores are flattened over the whole video (N = T·P), so a rollout may take many tokens from
+    one frame and none from another. Gumbel top-k with the caller's generator: the keys
+    log softmax(s)_i + Gumbel_i, top `kept`, are distributed as `kept` sequential draws without
+    replacement (Plackett–Luce). There is no deterministic rollout: every draw is random.
+    """
+    flat = token_scores.reshape(-1)
+    N = flat.numel()
+    if not 1 <= kept <= N:
+        raise ValueError(f"kept must be in [1, {N}], got {kept}")
+    out = torch.zeros(n, N, dtype=torch.bool, device=flat.device)
+    if n == 0:
+        return out
+    logp = torch.log_softmax(flat.double(), dim=0)
+    keys = logp.unsqueeze(0) + _gumbel((n, N), generator, flat.device)
+    return out.scatter_(1, keys.topk(kept, dim=1).indices, True)
+
+
 def frame_probabilities(frame_scores: Tensor, config: SamplingConfig) -> Tensor:
     """(T,) softmax(u) kept within [floor, cap] × uniform, summing to 1.
 
@@ -283,6 +331,7 @@ def sample_rollouts(
     `token_scores` (T, P), `frame_scores` (T,), `features` (T, P, D) the projected video tokens
     (density-peak selection), `ratio` the training retention r. `content` (T, P) optional cached
     `content_scores(features)`. Order: token-mode rollouts, then frame mode, then content mode.
+    With `config.sampler` "naive", all G rollouts come from `naive_mode` and count as token mode.
     """
     if token_scores.dim() != 2:
         raise ValueError(f"token_scores must be (T, P), got {tuple(token_scores.shape)}")
@@ -298,6 +347,15 @@ def sample_rollouts(
     features = features.detach()
     k = per_frame_budget(ratio, P)
     kept = T * k
+    if config.sampler == "naive":
+        G = config.group_size
+        return Rollouts(
+            masks=naive_mode(token_scores, kept, G, generator),
+            frames=torch.ones(G, T, dtype=torch.bool, device=token_scores.device),
+            modes=torch.full((G,), TOKEN, dtype=torch.long, device=token_scores.device),
+            ratio=float(ratio),
+            per_frame=k,
+        )
     n_tok, n_frame, n_content = config.mode_counts()
     tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
     fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)

@@ -65,6 +65,9 @@ _RETIRED_FIELDS = {
     "frame_token_credit": False,
     "token_objective": "surrogate",
 }
+# Options added after checkpoints were first written, with the value that computes what training did
+# before them: a checkpoint that lacks one was trained with that value.
+_ADDED_FIELDS = {"sampler": "modes"}
 
 
 # Items that may fail one after another before the run stops (see `Trainer.fit`).
@@ -341,6 +344,7 @@ class Trainer:
                 + ", ".join(f"{k}={saved[k]!r}" for k in retired)
             )
         saved = {k: v for k, v in saved.items() if k not in _RETIRED_FIELDS}
+        saved = {**_ADDED_FIELDS, **saved}
         now = self.config.to_dict()
         diff = sorted(
             k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES
