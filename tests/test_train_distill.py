@@ -10,7 +10,15 @@ import torch
 
 from cacovid.data.sources import synthetic_source
 from cacovid.policy import CaCoVIDPolicy
-from cacovid.train.distill import DistillConfig, attention_targets, distill_loss, distill_policy
+from cacovid.train.distill import (
+    DistillConfig,
+    _Teacher,
+    attention_targets,
+    distill_loss,
+    distill_policy,
+    evidence_targets,
+    validate,
+)
 
 WORLD = "preset=decoys,frames=4,target_frames=2:3"
 
@@ -37,7 +45,12 @@ def test_distill_loss_hand_values():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"epochs": 0}, "epochs"), ({"temperature": 0.0}, "temperature"), ({"val_ratio": 1.5}, "val_ratio")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"val_ratio": 1.5}, "val_ratio"),
+        ({"teacher": "oracle"}, "unknown distill teacher 'oracle'"),
+    ],
 )
 def test_bad_config_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -72,6 +85,27 @@ def _stop_after(n: int):
             raise _Stop
 
     return on_step
+
+
+def test_evidence_teacher_targets_the_evidence_and_learns_it(llava_llm, tmp_path):
+    items = _items(2)
+    prompt = llava_llm.encode_item(items[0])
+    target = evidence_targets(prompt, items[0].id)
+    ev = prompt.evidence_mask.cpu().bool()
+    assert torch.allclose(target[ev], torch.full((int(ev.sum()),), 1.0 / int(ev.sum())))
+    assert float(target[~ev].abs().sum()) == 0.0 and target.sum().item() == pytest.approx(1.0)
+    blank = llava_llm.encode_item(items[0])
+    blank.evidence_mask = None
+    with pytest.raises(ValueError, match="no evidence annotation"):
+        evidence_targets(blank, "x-1")
+    policy = CaCoVIDPolicy.from_host(llava_llm, seed=0)
+    config = DistillConfig(teacher="evidence", epochs=12, batch_size=2, lr=1e-2, val_every=12, val_ratio=0.25)
+    before = validate(policy, _Teacher(llava_llm, config), items, 0.25)["evidence_recall"]
+    distill_policy(policy, llava_llm, items, tmp_path, config, val_items=items)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"] - 0.2
+    # on the evidence teacher, agreement with its top-K is evidence recall by another name
+    assert log[-1]["val"]["evidence_recall"] > before + 0.2
 
 
 def test_resume_continues_exactly(llava_llm, tmp_path):
@@ -126,5 +160,7 @@ def test_cli_distill_writes_a_policy_and_names_bad_input(tmp_path):
             app, [*args, "--init-policy", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]
         )
         assert missing.exit_code != 0 and "no saved policy" in missing.output
+        teacher = CliRunner().invoke(app, [*args, "--teacher", "oracle", "--out", str(tmp_path / "t")])
+        assert teacher.exit_code != 0 and "unknown distill teacher" in teacher.output
     finally:
         torch.set_num_threads(n_threads)

@@ -1,7 +1,9 @@
 """`cacovid distill`: a policy warm start from the host's own question-conditioned attention.
 
-See `cacovid.train.distill` for the loss and why. The result (OUT/policy) is an ordinary saved policy:
-evaluate it with `cacovid eval --policy OUT/policy` or train it on with `cacovid train --init-policy`.
+See `cacovid.train.distill` for the loss and why. `--teacher evidence` distils the items' annotated
+evidence instead (synthetic data, or a data set with grounding annotations). The result
+(OUT/policy) is an ordinary saved policy: evaluate it with `cacovid eval --policy OUT/policy` or
+train it on with `cacovid train --init-policy`.
 A run can be a recipe file (`--config PATH.json`): an object of this command's options spelt as Python
 names (n_items for --n-items) and a description; options given on the command line win.
 """
@@ -64,6 +66,11 @@ def distill_command(
     world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…] (synthetic data)."),
     n_items: int = typer.Option(400, min=1, help="Training items."),
     val_items: int = typer.Option(32, min=0, help="Synthetic validation items (0: none)."),
+    teacher: str = typer.Option(
+        "attention",
+        help='"attention" (the host\'s last-token attention at --layer) or "evidence" (the items\' '
+        "annotated evidence tokens).",
+    ),
     layer: int = typer.Option(2, help="Host decoder layer whose last-token attention is the teacher."),
     temperature: float = typer.Option(1.0, help="Target p ∝ attention^(1/temperature)."),
     epochs: int = typer.Option(1, min=1),
@@ -109,6 +116,7 @@ def distill_command(
         torch.set_num_threads(max(1, threads))
     try:
         settings = DistillConfig(
+            teacher=o["teacher"],
             layer=layer,
             temperature=o["temperature"],
             epochs=o["epochs"],
@@ -125,6 +133,12 @@ def distill_command(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    if settings.teacher == "evidence" and items and items[0].evidence is None:
+        raise typer.BadParameter(
+            f"--teacher evidence needs items with evidence annotations; {data!r} item "
+            f"{items[0].id!r} has none",
+            param_hint="--teacher",
+        )
     if context_width and not question_match_dim and init_policy is None:
         raise typer.BadParameter(
             "the context term needs --question-match-dim > 0", param_hint="--context-width"

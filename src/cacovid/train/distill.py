@@ -12,6 +12,13 @@ that into a dense, per-token target, one host forward per item and no generation
     L_frame = −Σ_t q_t · log softmax(u)_t,  q_t = Σ_{i in frame t} p_i   (u: frame scores)
     L = L_tok + frame_weight · L_frame
 
+With `teacher="evidence"` the target is instead uniform over the item's annotated evidence tokens
+(`QAItem.evidence`: the synthetic world knows them; real data sets with spatio-temporal grounding
+annotations do too). Why offer it: on the decoys world the host's attention, its gradients and its
+answers all point at only about 0.6 of the evidence (the toy answers from part of it), so no
+host-derived target can teach a policy to keep more (docs/experiments.md, "The policy shipped for the
+decoys world"); grounding labels can. It costs no host forward beyond encoding the item.
+
 The policy keeps its architecture (docs/method.md §2); the distilled policy is a starting point for
 `cacovid train --init-policy`. The teacher costs one partial host forward per item at training time
 only; at inference the policy runs before the language model, as always. Checkpoints every
@@ -39,19 +46,30 @@ from cacovid.types import EncodedPrompt, QAItem, token_budget
 if TYPE_CHECKING:
     from cacovid.models.base import VideoLLM
 
-__all__ = ["DistillConfig", "attention_targets", "distill_loss", "distill_policy"]
+__all__ = [
+    "TEACHERS",
+    "DistillConfig",
+    "attention_targets",
+    "distill_loss",
+    "distill_policy",
+    "evidence_targets",
+]
+
+TEACHERS = ("attention", "evidence")
 
 
 @dataclass
 class DistillConfig:
     """Knobs of a distillation run (see the module docstring for the loss).
 
-    `layer`: the host decoder layer whose last-token attention is the teacher. `epochs` passes over
+    `teacher`: "attention" (the host's last-token attention at `layer`, sharpened by `temperature`)
+    or "evidence" (uniform over the item's annotated evidence tokens). `epochs` passes over
     the items, `batch_size` items per optimiser step. The copied layer trains at `layer_lr_scale`
     times `lr`. `val_ratio`: validation reports, at this retention, how much of the teacher's top-K
     and (where known) of the evidence the policy's top-K keeps.
     """
 
+    teacher: str = "attention"
     layer: int = 2
     temperature: float = 1.0
     frame_weight: float = 0.5
@@ -66,6 +84,8 @@ class DistillConfig:
     val_ratio: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown distill teacher {self.teacher!r}; known teachers: {list(TEACHERS)}")
         for name in ("epochs", "batch_size", "checkpoint_every", "val_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -96,6 +116,18 @@ def attention_targets(attention: torch.Tensor, temperature: float = 1.0) -> torc
     return torch.softmax(logits, dim=0)
 
 
+def evidence_targets(prompt: EncodedPrompt, item_id: str = "") -> torch.Tensor:
+    """(N,) target distribution uniform over the prompt's evidence tokens; an error where none are marked."""
+    ev = prompt.evidence_mask
+    if ev is None or not bool(ev.any()):
+        raise ValueError(
+            f"item {item_id!r} has no evidence annotation: the evidence teacher needs items whose "
+            "evidence tokens are known (the synthetic world, or grounding annotations)"
+        )
+    ev = ev.detach().cpu().float()
+    return ev / ev.sum()
+
+
 def distill_loss(
     token_scores: torch.Tensor, frame_scores: torch.Tensor, target: torch.Tensor, frame_weight: float
 ) -> torch.Tensor:
@@ -121,7 +153,7 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class _Teacher:
-    """Encodes an item and reads the host's attention target, caching nothing (items are many)."""
+    """Encodes an item and reads its target (host attention or evidence), caching nothing (items are many)."""
 
     def __init__(self, host: VideoLLM, config: DistillConfig) -> None:
         self.host, self.config = host, config
@@ -129,6 +161,8 @@ class _Teacher:
     def __call__(self, item: QAItem) -> tuple[EncodedPrompt, torch.Tensor]:
         with torch.no_grad():
             prompt = self.host.encode_item(item)
+            if self.config.teacher == "evidence":
+                return prompt, evidence_targets(prompt, item.id)
             attention = self.host.last_token_attention(prompt, self.config.layer)
         return prompt, attention_targets(attention.cpu(), self.config.temperature)
 
