@@ -59,26 +59,48 @@ def test_contact_sheet_needs_frames(tmp_path):
 def test_cli_sample_writes_videos_json_and_sheets(tmp_path):
     out = tmp_path / "sample"
     result = CliRunner().invoke(
-        app, ["sample", "--out", str(out), "--n", "3", "--split", "val", "--world", "frames=8"]
+        app, ["sample", "--out", str(out), "--n", "3", "--split", "val", "--world", "frames=12"]
     )
     assert result.exit_code == 0, result.output
     assert len(list((out / "videos").glob("*.mp4"))) == 3
     assert len(list((out / "sheets").glob("*.png"))) == 3
     items = load_videor1(out / "synthetic_val.json")
     assert [it.id for it in items] == ["synthetic:val:0", "synthetic:val:1", "synthetic:val:2"]
-    assert json.loads((out / "world.json").read_text())["frames"] == 8
+    saved = WorldConfig.from_dict(json.loads((out / "world.json").read_text()))
+    # keys without a preset change the default world, decoys
+    assert saved == WorldConfig.preset("decoys").with_overrides("frames=12")
+
+
+def test_cli_sample_of_the_classic_world_is_the_classic_world(tmp_path):
+    out = tmp_path / "classic"
+    args = ["sample", "--out", str(out), "--n", "1", "--world", "preset=classic,frames=8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "world.json").read_text()) == WorldConfig(frames=8).to_dict()
 
 
 def test_cli_stats_prints_a_table(tmp_path):
-    result = CliRunner().invoke(app, ["stats", "--n", "10", "--world", "families=color:count"])
+    world = "preset=classic,families=color:count"
+    result = CliRunner().invoke(app, ["stats", "--n", "10", "--world", world])
     assert result.exit_code == 0, result.output
     assert "color" in result.output and "count" in result.output and "motion" not in result.output
+    assert "decoy tokens:" not in result.output  # the classic world has no decoys
+
+
+def test_cli_stats_without_a_world_reports_the_decoys_world():
+    result = CliRunner().invoke(app, ["stats", "--n", "8", "--split", "val"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "motion" in out and "color" not in out and "order" not in out  # decoys asks motion only
+    assert "decoy tokens:" in out  # and counts the cells of the objects that come and go
+    assert f"{WorldConfig.preset('decoys').num_tokens} video tokens per item" in out
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["stats", "--n", "5", "--world", "colour=3"], "unknown world config key"),
+        (["stats", "--n", "5", "--world", "families=color"], "preset=classic"),
         (["stats", "--n", "5", "--split", "dev"], "unknown split"),
     ],
 )

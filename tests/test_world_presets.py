@@ -52,6 +52,23 @@ def test_classic_preset_reproduces_the_original_items_byte_for_byte(overrides, e
         assert _digest(world.item(split, int(index))) == digest, key
 
 
+@pytest.mark.parametrize(
+    ("world", "expected"),
+    [
+        ("preset=classic", CLASSIC),
+        ("preset=classic,families=color:shape:motion:order:count", CLASSIC_ALL_FAMILIES),
+    ],
+)
+def test_the_command_line_reaches_the_classic_items_byte_for_byte(world, expected):
+    """Every command's `--world` defaults to decoys; `preset=classic` still gives the original items."""
+    from cacovid.data.sources import source_from_args
+
+    for key, digest in expected.items():
+        split, index = key.split(":")
+        source = source_from_args("synthetic", split=split, world=world, n=1, start=int(index))
+        assert _digest(source.sequence[0]) == digest, key
+
+
 def test_preset_values_and_overrides():
     assert WorldConfig.preset("classic") == WorldConfig()
     decoys = WorldConfig().with_overrides("preset=decoys")

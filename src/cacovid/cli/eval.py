@@ -24,7 +24,8 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 _WORLD_HELP = (
-    "World overrides KEY=VALUE[,KEY=VALUE…] (--data synthetic only), e.g. frames=8,num_distractors=3"
+    "World KEY=VALUE[,KEY=VALUE…] (--data synthetic only); default preset=decoys, whose values other "
+    "keys change (frames=32); preset=classic[,KEY=VALUE…] for the classic world"
 )
 
 

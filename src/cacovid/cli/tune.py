@@ -13,7 +13,11 @@ def tune_selection_command(
     data: str = typer.Option(
         "synthetic", help='"synthetic", a Video-R1 JSON file or a benchmark NAME:ROOT of validation items.'
     ),
-    world: str = typer.Option(None, help="Synthetic world overrides KEY=VALUE[,KEY=VALUE…]."),
+    world: str = typer.Option(
+        None,
+        help="Synthetic world KEY=VALUE[,KEY=VALUE…]; default preset=decoys, whose values other keys "
+        "change; preset=classic[,KEY=VALUE…] for the classic world (tune on the policy's own world).",
+    ),
     split: str = typer.Option("val", help="Synthetic split (never tune on the test split)."),
     n: int = typer.Option(90, min=1, help="Validation items."),
     ratios: str = typer.Option("0.1", help="Comma list of retention ratios to tune for (mean accuracy)."),

@@ -2,7 +2,8 @@
 
 `sample` writes a few items as mp4 + Video-R1 JSON + one contact-sheet PNG per item, so a person can
 see what the benchmark looks like; `stats` prints how sparse the evidence is and how balanced the
-answers are. Both take `--world KEY=VALUE,...` (see `WorldConfig`) and `--split`.
+answers are. Both take `--world KEY=VALUE,...` (see `WorldConfig`) and `--split`; without a
+preset the keys change the default world, `preset=decoys` (`world_from_overrides`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,24 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
-_WORLD_HELP = "World overrides KEY=VALUE[,KEY=VALUE…], ranges as LOW:HIGH, e.g. frames=8,target_size=14:20"
+_WORLD_HELP = (
+    "World KEY=VALUE[,KEY=VALUE…], ranges as LOW:HIGH; default preset=decoys, whose values other keys "
+    "change (frames=32); preset=classic[,KEY=VALUE…] for the classic world"
+)
 _SPLIT_HELP = "train, val or test"
 
 
 def _world(world: str, split: str):
     """Build the world from the override string; user errors become clean CLI errors."""
-    from cacovid.data.synthetic import SPLITS, SyntheticWorld, WorldConfig, parse_world_overrides
+    from cacovid.data.synthetic import SPLITS, SyntheticWorld
+    from cacovid.data.synthetic.config import world_from_overrides
 
     if split not in SPLITS:
         raise typer.BadParameter(
             f"unknown split {split!r}; expected one of {', '.join(SPLITS)}", param_hint="--split"
         )
     try:
-        config = WorldConfig().with_overrides(parse_world_overrides(world))
+        config = world_from_overrides(world)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--world") from exc
     return SyntheticWorld(config)

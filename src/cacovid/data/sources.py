@@ -21,6 +21,7 @@ from typing import Any, overload
 
 from cacovid.data.benchmarks import BENCHMARKS, load_benchmark, parse_benchmark_spec
 from cacovid.data.synthetic import SPLITS, SyntheticWorld, WorldConfig
+from cacovid.data.synthetic.config import world_from_overrides
 from cacovid.data.videor1 import load_videor1
 from cacovid.types import QAItem
 
@@ -166,9 +167,13 @@ def source_from_args(
 
     `n` None means `synthetic_n` items of the world, or every item of a file or benchmark; `split`
     and `world` apply to the world only (a benchmark's split is part of its name: `mlvu-dev`).
+    `world` is read as the command line reads `--world` (`world_from_overrides`): the default world
+    is `preset=decoys` and keys without a preset change its values, where `synthetic_source`, the
+    Python API, starts from `WorldConfig()` (the classic world). The source records the resolved
+    world, so result files say which world they used whatever the default.
     """
     if data == "synthetic":
-        return synthetic_source(world, split, synthetic_n if n is None else n, start)
+        return synthetic_source(world_from_overrides(world), split, synthetic_n if n is None else n, start)
     if world:
         raise ValueError("--world only applies to --data synthetic")
     spec = parse_benchmark_spec(data)
@@ -187,6 +192,8 @@ def find_item(run: dict[str, Any], item_id: str, index: int | None = None) -> QA
     if dataset.startswith(SYNTHETIC_PREFIX):
         if index is None:
             return None
+        # Run files record the resolved world; one without a world predates that and was made on
+        # `WorldConfig()`, the classic world (never the command line's default world).
         world = WorldConfig.from_dict(run["world"]) if run.get("world") else WorldConfig()
         item = SyntheticWorld(world).item(dataset[len(SYNTHETIC_PREFIX) :], int(index))
         return item if item.id == item_id else None

@@ -18,6 +18,8 @@ from typing import Any
 
 __all__ = [
     "DECOY_FAMILIES",
+    "DEFAULT_PRESET",
+    "DEFAULT_WORLD",
     "EVIDENCE_MIN_FRACTION",
     "FAMILIES",
     "MAX_FRAMES",
@@ -25,6 +27,7 @@ __all__ = [
     "SPLIT_STRIDE",
     "WorldConfig",
     "parse_world_overrides",
+    "world_from_overrides",
 ]
 
 FAMILIES: tuple[str, ...] = ("color", "shape", "motion", "order", "count")
@@ -41,7 +44,7 @@ DECOY_FAMILIES: tuple[str, ...] = ("motion",)
 # - `count` ("in how many frames …") stayed at 30-37 % (chance 25 %) after every training signal we
 #   added: a target covers 1-4 token cells per frame, so counting frames is not counting tokens, and
 #   the running count a target token should carry was right only 25 % of the time at its last frame.
-# Both stay one flag away: `--world families=color:shape:motion:order:count`.
+# Both stay one flag away: `--world preset=classic,families=color:shape:motion:order:count`.
 DEFAULT_FAMILIES: tuple[str, ...] = ("color", "motion", "order")
 MAX_FRAMES = 64
 # Named worlds (`--world preset=NAME`; other keys override the preset's values):
@@ -61,6 +64,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_frames": (6, 10),
     },
 }
+# The world a command line's `--world` starts from: `decoys`, where only the question tells which of
+# the objects that come and go matters, which is what a question-aware token selector is for (on
+# `classic` a question-blind novelty signal already finds the evidence). `WorldConfig()` itself stays
+# the classic world, so the Python API, saved configs and `preset=classic` keep their items.
+DEFAULT_PRESET = "decoys"
+DEFAULT_WORLD = f"preset={DEFAULT_PRESET}"
 # Decoys and the target each have a colour of their own, out of the palette's 8.
 MAX_DECOYS = 7
 # Item seeds of different splits lie this far apart, so `seed_offset + index` must stay below it.
@@ -358,3 +367,35 @@ class WorldConfig:
         if unknown:
             raise ValueError(f"unknown world config keys {unknown}; known keys: {sorted(known)}")
         return cls(**data)
+
+
+def world_from_overrides(
+    overrides: WorldConfig | dict[str, str] | str | None = None, default_preset: str = DEFAULT_PRESET
+) -> WorldConfig:
+    """The world a command line's `--world` text means.
+
+    Keys without a `preset` change the default preset's values (`frames=8` on the command line is
+    the decoys world with 8 frames); `preset=NAME` starts from that preset instead
+    (`preset=classic,frames=8`). Empty text or None gives the default preset itself; a WorldConfig
+    is returned as it is. One function for every command, so no command's default can drift from
+    another's. Errors name the default preset, since a key that is fine on `classic` (e.g.
+    `families=color`) may not be on it.
+    """
+    if isinstance(overrides, WorldConfig):
+        return overrides
+    if overrides is None or isinstance(overrides, str):
+        parsed = parse_world_overrides(overrides)
+    else:
+        parsed = dict(overrides)
+    if "preset" in parsed:
+        return WorldConfig().with_overrides(parsed)
+    base = WorldConfig.preset(default_preset)
+    if not set(parsed) <= {f.name for f in fields(WorldConfig)}:
+        return base.with_overrides(parsed)  # raises, naming the unknown key
+    try:
+        return base.with_overrides(parsed)
+    except ValueError as err:
+        hint = "" if default_preset == "classic" else "; start with preset=classic for the classic world"
+        raise ValueError(
+            f"{err} (keys without a preset change the default world, preset={default_preset}{hint})"
+        ) from None
