@@ -58,7 +58,7 @@ def test_demo_on_the_classic_world_uses_its_own_policy(tmp_path):
 def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
     result = _demo(
         "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2", "--ratios", "0.25",
-        "--world", "frames=4,target_frames=1:2",
+        "--world", "preset=classic,frames=4,target_frames=1:2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     recipe = json.loads((tmp_path / "policy-training" / "train_config.json").read_text())
@@ -77,12 +77,15 @@ def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
 
 
 def test_demo_retrain_on_the_decoys_world_distils_the_shipped_kind_of_policy(tmp_path):
+    # keys without a preset change the default world, decoys
     result = _demo(
         "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2", "--ratios", "0.25",
-        "--world", "preset=decoys,frames=4,target_frames=2:3", "--methods", "random",
+        "--world", "frames=4,target_frames=2:3", "--methods", "random",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "distilling a CaCoVID policy" in result.output
+    world = json.loads((tmp_path / "summary.json").read_text())["world"]
+    assert (world["num_decoys"], world["frames"]) == (7, 4)
     assert (tmp_path / "policy-training" / "log.jsonl").is_file()
     trained = json.loads((tmp_path / "policy" / "config.json").read_text())
     shipped = json.loads((SHIPPED_DECOYS / "config.json").read_text())

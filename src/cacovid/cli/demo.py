@@ -17,9 +17,11 @@ from pathlib import Path
 
 import typer
 
-# The world `cacovid demo` runs on without --world: the one where only the question tells which of
-# the objects that come and go matters (data/synthetic/config.py).
-DEMO_WORLD = "preset=decoys"
+from cacovid.data.synthetic.config import DEFAULT_WORLD
+
+# The world `cacovid demo` runs on without --world: every command's default world, the one where only
+# the question tells which of the objects that come and go matters (data/synthetic/config.py).
+DEMO_WORLD = DEFAULT_WORLD
 # Policies shipped for the toy model, by world preset (folders under policy/shipped/).
 SHIPPED_POLICIES = {"classic": "toy", "decoys": "toy-decoys"}
 # How the decoys policy was made (recipes/toy/cacovid-decoys/distill.json): its terms and the
@@ -28,18 +30,20 @@ DECOYS_POLICY = {"question_match_dim": 48, "context_width": 32}
 DECOYS_DISTILL = {"layer": 2, "epochs": 3, "lr": 3e-3, "layer_lr_scale": 1.0}
 
 
-def shipped_policy_dir(preset: str = "classic") -> Path:
-    """The policy trained for the toy model on world `preset`, shipped inside the package."""
+def shipped_policy_dir(preset: str) -> Path:
+    """The policy trained for the toy model on world `preset`, shipped inside the package (the
+    classic world's for a preset without one of its own)."""
     from importlib import resources
 
     return Path(str(resources.files("cacovid.policy"))) / "shipped" / SHIPPED_POLICIES.get(preset, "toy")
 
 
 def shipped_novelty_weight() -> float:
-    """The novelty-prior weight of the shipped policy (0 when none is shipped)."""
+    """The novelty-prior weight of the policy shipped for the classic world, whose RL recipe
+    `--retrain` repeats on worlds without decoys (0 when none is shipped)."""
     from cacovid.policy import PolicyConfig
 
-    path = shipped_policy_dir() / "config.json"
+    path = shipped_policy_dir("classic") / "config.json"
     return PolicyConfig.load(path).novelty_weight if path.is_file() else 0.0
 
 
@@ -102,7 +106,8 @@ def demo_command(
     ),
     world: str = typer.Option(
         DEMO_WORLD,
-        help="World KEY=VALUE[,KEY=VALUE…], e.g. preset=decoys; a preset with a shipped policy uses it.",
+        help="World KEY=VALUE[,KEY=VALUE…]; keys without a preset change the default preset=decoys; "
+        "preset=classic for the classic world; a preset with a shipped policy uses it.",
     ),
     split: str = typer.Option("test", help="Split to evaluate on."),
     seed: int = typer.Option(0),
@@ -114,7 +119,7 @@ def demo_command(
     from rich.console import Console
     from rich.table import Table
 
-    from cacovid.data.sources import synthetic_source
+    from cacovid.data.sources import source_from_args
     from cacovid.data.synthetic import WorldConfig
     from cacovid.evaluate import EvalConfig, build_methods, build_report, parse_methods, run_evaluation
     from cacovid.models import load_video_llm
@@ -127,10 +132,10 @@ def demo_command(
     try:
         ratio_list = parse_ratios(ratios)
         names = parse_methods(["cacovid", *methods.split(",")], policy=True)
-        source = synthetic_source(world or None, split=split, n=n)
+        source = source_from_args("synthetic", split=split, world=world or None, n=n)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    world_config = WorldConfig.from_dict(source.world) if source.world else WorldConfig()
+    world_config = WorldConfig.from_dict(source.world)  # the resolved world, preset=decoys by default
     preset = world_config.preset_name
     # A world with decoys gets the decoys policy's recipe (distillation), any other the classic one (RL).
     has_decoys = world_config.num_decoys > 0
