@@ -343,3 +343,15 @@ def test_mix_worlds_option_is_parsed_and_checked():
     for bad, message in (("preset=decoys", "WORLD@WEIGHT"), ("preset=nope@1", "unknown world preset")):
         with pytest.raises(typer.BadParameter, match=message):
             _parse_mix(bad)
+
+
+def test_toy_training_worlds_start_from_the_classic_world(tmp_path):
+    """`cacovid toy train` keeps classic as the world its keys change (TOY_TRAIN_PRESET), unlike every
+    other command's decoys default: a checkpoint stores the overrides, so `{}` must keep meaning classic."""
+    from cacovid.cli.toy import _parse_mix
+    from cacovid.data.synthetic import WorldConfig
+
+    assert ToyTrainer(_config(tmp_path)).world.config == WorldConfig(frames=6)
+    assert ToyTrainer(_config(tmp_path / "none", world={})).world.config == WorldConfig()
+    # frames=6 and families=color would be refused on decoys (targets show for 6-10 frames; motion only)
+    assert _parse_mix("frames=6@1;families=color@1") == {"frames=6": 1.0, "families=color": 1.0}

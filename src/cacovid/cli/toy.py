@@ -1,4 +1,10 @@
-"""`cacovid toy …`: train, export and evaluate the embedded tiny video LLM."""
+"""`cacovid toy …`: train, export and evaluate the embedded tiny video LLM.
+
+`toy eval` runs on every command's default world, `preset=decoys`. `toy train`'s `--world`,
+`--mix-worlds` and `--val-world` start from the classic world instead (`TOY_TRAIN_PRESET`, whose
+comment says why): the from-scratch recipe trains on classic's question families, and a checkpoint
+resumed by the same command must keep its world.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,11 @@ def train_command(
     out: Path = typer.Option(
         Path("runs/toy"), help="Run folder: checkpoint.pt, log.jsonl (resumed if present)."
     ),
-    world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…]."),
+    world: str = typer.Option(
+        "",
+        help="World to train and validate on, KEY=VALUE[,KEY=VALUE…]; keys without a preset change "
+        "the classic world here (unlike the other commands' preset=decoys default).",
+    ),
     seed: int = typer.Option(0, help="Seed for initialisation, data order and token dropout."),
     vision_steps: int = typer.Option(
         2000, help="Stage 1 steps (vision tower + projector, dense auxiliary loss)."
@@ -53,10 +63,11 @@ def train_command(
     mix_worlds: str = typer.Option(
         "",
         help='Train on several worlds: "WORLD@WEIGHT;WORLD@WEIGHT", e.g. '
-        '"preset=classic@1;preset=decoys,frames=32@1" (each step draws one world).',
+        '"preset=classic@1;preset=decoys,frames=32@1" (each step draws one world; a WORLD without a '
+        "preset changes the classic world).",
     ),
     val_world: list[str] = typer.Option(
-        [], help="Also validate on this world (override string); repeatable."
+        [], help="Also validate on this world (classic unless it names a preset); repeatable."
     ),
 ) -> None:
     """Train the toy LLaVA-OneVision from scratch on the synthetic world (checkpoint + exact resume)."""
@@ -100,7 +111,8 @@ def train_command(
 
 def _parse_mix(text: str) -> dict[str, float] | None:
     """'preset=classic@1;preset=decoys@2' -> {'preset=classic': 1.0, 'preset=decoys': 2.0}."""
-    from cacovid.data.synthetic.config import WorldConfig
+    from cacovid.data.synthetic.config import world_from_overrides
+    from cacovid.toy.config import TOY_TRAIN_PRESET
 
     if not text.strip():
         return None
@@ -113,7 +125,7 @@ def _parse_mix(text: str) -> dict[str, float] | None:
             )
         try:
             out[world] = float(weight)
-            WorldConfig().with_overrides(world)
+            world_from_overrides(world, TOY_TRAIN_PRESET)
         except ValueError as err:
             raise typer.BadParameter(f"mix entry {part!r}: {err}", param_hint="--mix-worlds") from None
     return out
@@ -125,7 +137,11 @@ def eval_command(
     n: int = typer.Option(200, min=1, help="Number of items."),
     model: str = typer.Option("toy", help='"toy" (the shipped model) or an exported checkpoint folder.'),
     split: str = typer.Option("test", help="Synthetic split."),
-    world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…]."),
+    world: str = typer.Option(
+        "",
+        help="World KEY=VALUE[,KEY=VALUE…]; default preset=decoys, whose values other keys change; "
+        "preset=classic[,KEY=VALUE…] for the classic world.",
+    ),
     seed: int = typer.Option(0, help="Seed of the random-selection row."),
 ) -> None:
     """Quality rows of the toy model: full, blind, oracle, random at 10 % (schema of `cacovid eval`)."""

@@ -144,7 +144,11 @@ def train(
     data: str = typer.Option(
         "synthetic", help="'synthetic', a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md)"
     ),
-    world: str = typer.Option(None, help="synthetic world overrides KEY=VALUE[,KEY=VALUE…]"),
+    world: str = typer.Option(
+        None,
+        help="synthetic world KEY=VALUE[,KEY=VALUE…]; default preset=decoys, whose values other keys "
+        "change; preset=classic[,KEY=VALUE…] for the classic world",
+    ),
     split: str = typer.Option("train", help="synthetic split to train on"),
     n_items: int = typer.Option(None, help="number of training items (synthetic default 200)"),
     val_data: str = typer.Option(None, help="validation Video-R1 JSON (default: synthetic 'val' split)"),
@@ -282,6 +286,37 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
         shutdown()
 
 
+def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
+    """Refuse to continue a run in OUT on another synthetic world than the one it started on.
+
+    The world's items are what the run trains on, so resuming on another world would mix two runs.
+    The likely way to get here is the default world's change to `preset=decoys`: a run started
+    without `--world` before it trained on the classic world, and resuming it needs
+    `--world preset=classic`.
+    """
+    from cacovid.data.synthetic import WorldConfig
+    from cacovid.train.checkpoint import find_checkpoint
+
+    saved = out / "world.json"
+    if world is None or not saved.is_file() or find_checkpoint(out) is None:
+        return
+
+    try:
+        before = WorldConfig.from_dict(json.loads(saved.read_text()))
+    except (ValueError, TypeError) as e:
+        raise typer.BadParameter(f"{saved} does not hold a world config: {e}", param_hint="--out") from e
+    now = WorldConfig.from_dict(world)
+    if before != now:
+        name = before.preset_name
+        raise typer.BadParameter(
+            f"{out} holds a run on another world ({saved}: "
+            f"{f'preset={name}' if name else before.to_dict()}); pass that world with --world "
+            f"(the default is preset=decoys; a run started without --world before that default "
+            f"needs --world preset=classic), --no-resume to start over, or another --out",
+            param_hint="--world",
+        )
+
+
 def _train(o: dict[str, Any], config, processes, device: str) -> None:
     """The run of `run` on one of its processes (all of them when launched with several)."""
     from rich.console import Console
@@ -318,6 +353,8 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
             vals = []
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    if o["resume"]:
+        _check_same_world(out, world_cfg)
     console.print(f"loading [bold]{o['model']}[/bold] …")
     try:
         llm = load_video_llm(

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cacovid.data.synthetic.config import WorldConfig
+from cacovid.data.synthetic.config import world_from_overrides
 from cacovid.data.synthetic.palette import COLOR_NAMES, SHAPE_NAMES
 from cacovid.data.synthetic.world import SyntheticWorld
-from cacovid.toy.config import ToyTrainConfig
+from cacovid.toy.config import TOY_TRAIN_PRESET, ToyTrainConfig
 from cacovid.toy.model import BACKGROUND_WORD
 from cacovid.types import QAItem
 
@@ -87,7 +87,10 @@ class _StepBatches(torch.utils.data.Dataset):
                 raise ValueError(f"mix_worlds weights {mix_worlds} must be >= 0 and not all 0")
             parts = [
                 _StepBatches(
-                    SyntheticWorld(WorldConfig().with_overrides(text)), batcher, batch_size, family_weights
+                    SyntheticWorld(world_from_overrides(text, TOY_TRAIN_PRESET)),
+                    batcher,
+                    batch_size,
+                    family_weights,
                 )
                 for text in mix_worlds
             ]

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# The world `world`, `mix_worlds` and `val_worlds` start from when they name no preset. The toy
+# trainer keeps the classic world while every other command defaults to `preset=decoys`
+# (data/synthetic/config.py): the from-scratch recipe is trained on classic's three question
+# families (decoys asks `motion` only), checkpoints store `world` as the overrides given (`{}` for
+# none) and a resumed run reads the world from the command line, so `{}` must keep meaning classic.
+# The shipped model's fine-tune on both worlds names every world with its preset (`--mix-worlds`).
+TOY_TRAIN_PRESET = "classic"
+
 
 @dataclass
 class ToyTrainConfig:
+    """`world`: overrides of the world trained and validated on, from `TOY_TRAIN_PRESET` (classic)
+    unless they name a preset."""
+
     out_dir: str = "runs/toy"
     seed: int = 0
     world: dict[str, str] = field(default_factory=dict)

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cacovid.data.synthetic.config import WorldConfig
+from cacovid.data.synthetic.config import world_from_overrides
 from cacovid.data.synthetic.world import SyntheticWorld
 from cacovid.models import load_video_llm
 from cacovid.models.attention import capture_inputs
 from cacovid.toy.batching import ToyBatcher, _keep_batch, _StepBatches, build_rows, sample_keep
-from cacovid.toy.config import ToyTrainConfig
+from cacovid.toy.config import TOY_TRAIN_PRESET, ToyTrainConfig
 from cacovid.toy.forward import lm_hidden_tail, lm_logits_tail, video_features
 from cacovid.toy.losses import AuxProbe, aux_loss, grounding_loss, track_loss
 from cacovid.toy.model import ToyModelConfig, build_toy_model
@@ -55,7 +55,7 @@ class ToyTrainer:
         self.device = torch.device(cfg.device)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.world = SyntheticWorld(WorldConfig().with_overrides(cfg.world))
+        self.world = SyntheticWorld(world_from_overrides(cfg.world, TOY_TRAIN_PRESET))
         self.model_cfg = ToyModelConfig(**cfg.model)
         self.model, self.processor = build_toy_model(self.model_cfg)
         self.batcher = ToyBatcher(self.processor, self.world)
@@ -201,7 +201,7 @@ class ToyTrainer:
         """`validate` on the training world and on every world of `val_worlds` ("<world>/<row>")."""
         out = self.validate(n, split)
         for text in self.cfg.val_worlds:
-            world = SyntheticWorld(WorldConfig().with_overrides(text))
+            world = SyntheticWorld(world_from_overrides(text, TOY_TRAIN_PRESET))
             out.update({f"{text}/{k}": v for k, v in self.validate(n, split, world).items()})
         return out
 
