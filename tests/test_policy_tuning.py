@@ -71,7 +71,9 @@ def test_cli_writes_selection_json_and_refuses_the_test_split(tmp_path):
     runner = CliRunner()
     refused = runner.invoke(app, ["tune-selection", "--policy", str(folder), "--split", "test", "--n", "2"])
     assert refused.exit_code != 0 and "test split" in refused.output
-    result = runner.invoke(app, ["tune-selection", "--policy", str(folder), "--n", "3", "--ratios", "0.1"])
+    # the shipped classic policy is tuned on its own world (the default world is decoys)
+    args = ["tune-selection", "--policy", str(folder), "--n", "3", "--ratios", "0.1"]
+    result = runner.invoke(app, [*args, "--world", "preset=classic"])
     assert result.exit_code == 0, result.output
     saved = json.loads((folder / "selection.json").read_text())
     assert saved["alpha"] in (0.0, 0.5, 0.75, 1.0) and saved["fill"] in ("even", "score")
