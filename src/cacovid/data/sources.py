@@ -95,7 +95,9 @@ def _check_count(n: Any) -> int:
 
 def synthetic_source(world: Any = None, split: str = "test", n: int = 100, start: int = 0) -> ItemSource:
     """Items start..start+n-1 of a split of the synthetic world (`world`: WorldConfig, an override
-    string like "frames=8", a dict of overrides, or None for the defaults)."""
+    string like "frames=8", a dict of overrides, or None; overrides without a preset change
+    `WorldConfig()`, the classic world, where the command line's `source_from_args` starts from
+    `preset=decoys`)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     n = _check_count(n)
