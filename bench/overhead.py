@@ -1,0 +1,723 @@
+"""The cost of selection against the language model's prefill, per method, on the toy and at 7B shape.
+
+Token compression pays only if the prefill it saves exceeds what choosing the tokens costs. CaCoVID's
+policy is one full-width decoder layer of the host over the whole prompt: at LLaVA-OneVision-7B shape
+that is about 1/28 of the 28-layer prefill before any token is dropped. The paper's anchor is 11.2 ms
+of compression against a 200.4 ms prefill (5.6 %), a 3.1x prefill speed-up at 25 % with the selection
+counted, where dropping 75 % of the video tokens alone gives at most 4x. Four parts, one run:
+
+- `toy`: every pre-LLM selector the harness evaluates (as `bench/quality.py`: all registered ones but
+  the oracle and FastV), CaCoVID with the shipped policy of the world's preset and its pooled variant,
+  on a few synthetic test items of the shipped toy model (`cacovid.evaluate.efficiency`, the code of
+  `cacovid eval --efficiency`): selection ms against the prefill ms at full length and at the kept
+  ratio, and the prefill speed-up with and without the selection counted.
+- `7b`: LLaVA-OneVision-7B's language model shape (Qwen2-7B: hidden 3584, 28 layers, 28 heads, 4 KV
+  heads, intermediate 18944) over 32 frames x 196 tokens + 62 text tokens, random weights. One causal
+  decoder layer (sdpa) is timed at full length and at the kept length; the prefill is 28 x that layer
+  (the LM head on one position is left out). CaCoVID's selection (the policy around one such layer,
+  bidirectional, plus its heads and the budgeted selection) and the pooled policy are timed in the same
+  rounds, interleaved, so the ratios hold on a noisy machine. Beside every time, the analytic FLOPs
+  (`cacovid.evaluate.efficiency`; prefill causal, the policy's layer the full square).
+- `quality`: the shipped policy of the world's preset against its pooled variants
+  (`bench/pooled_policy.py`: the policy scores k x k spatial cell means, scores broadcast back) on the
+  same test items at one ratio, through the evaluation harness: accuracy and evidence recall with n
+  and standard errors, and the paired difference to the unpooled policy.
+- `full-model` (default on CUDA only): the whole 28-layer 7B-shaped language model in `--dtype`
+  (bfloat16 on CUDA): compression ms, prefill ms at 100 % and at the kept ratio, the prefill speed-up
+  with the compression counted. The repository's recorded figures do not include this part unless
+  bench/README.md names the GPU they were measured on.
+
+Why pooling is the cheaper policy measured: fewer heads or a narrower layer change the copied layer's
+weights, so they need a new policy trained; averaging 2 x 2 cells keeps the trained weights and cuts the
+layer's video tokens four times. The pooled policy is measured whatever the full policy's ratio; the
+output says whether the full one stays above 3 % of the prefill.
+
+The last printed line is the headline: the policy-to-prefill ratio at 7B shape (measured and analytic)
+and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor.
+
+    nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 10 min
+    .venv/bin/python bench/overhead.py --device cuda --parts 7b,full-model   # 7B shape on a GPU, bf16
+    .venv/bin/python bench/overhead.py --quick                          # small shapes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import benchutil
+import torch
+from pooled_policy import PooledCaCoVIDSelector, pool_prompt
+from quality import baseline_names, policy_dir, world_preset
+from selection_memory import PREFIX, SUFFIX, text_config
+from selectors_speed import big_policy, fake_prompt
+
+PARTS = ("toy", "7b", "quality", "full-model")
+# The paper's figures at LLaVA-OneVision-7B shape, 25 % retention.
+ANCHOR = {"compression_ms": 11.2, "prefill_ms": 200.4, "speedup": 3.1, "limit": 4.0}
+THRESHOLD = 0.03  # a policy above this share of the prefill calls for a cheaper one
+QUICK_SHAPE = {"frames": 2, "side": 4}
+
+
+# ---- timing --------------------------------------------------------------------------------------
+def interleaved_ms(
+    calls: dict[str, Callable[[], Any]], device: torch.device, *, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Wall ms of each call, measured in rounds (one call of each per round) after `warmup` rounds, so a
+    slow spell of a shared machine falls on every call alike and their ratios hold."""
+    if repeats < 1 or warmup < 0:
+        raise SystemExit(f"need --repeats >= 1 and --warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            out[name] += benchutil.time_ms(fn, device, repeats=1, warmup=0)
+    return out
+
+
+def _div(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den == 0 else float(num / den)
+
+
+# ---- analytic FLOPs ------------------------------------------------------------------------------
+def head_flops(policy: torch.nn.Module, tokens: int, frames: int) -> float:
+    """FLOPs of the policy's token head on `tokens` and frame head on `frames` (its linear layers)."""
+    per = {}
+    for name in ("token_head", "frame_head"):
+        linears = [m for m in getattr(policy, name).modules() if isinstance(m, torch.nn.Linear)]
+        per[name] = sum(2.0 * m.in_features * m.out_features for m in linears)
+    return per["token_head"] * tokens + per["frame_head"] * frames
+
+
+def policy_flops(policy: torch.nn.Module, config: dict[str, Any], prompt) -> float:
+    """Analytic FLOPs of one policy forward on `prompt`: its bidirectional layer (the full square) and
+    its heads; the norm and the frame mean are O(L·D) and left out, as in `layer_flops`."""
+    from cacovid.evaluate.efficiency import layer_flops
+
+    length = int(prompt.inputs_embeds.shape[0])
+    return layer_flops(config, length) + head_flops(policy, prompt.num_video_tokens, prompt.num_frames)
+
+
+# ---- part (a): the toy ---------------------------------------------------------------------------
+def shipped_selector(adapter, world: str, seed: int):
+    """The harness's methods for the world's preset (full, CaCoVID with its shipped policy and
+    selection settings, every pre-LLM baseline), the CaCoVID selector among them."""
+    from cacovid.evaluate import build_methods
+
+    names = ["full", "cacovid", *baseline_names()]
+    methods = build_methods(names, adapter, policy=str(policy_dir(world_preset(world))), seed=seed)
+    base = next(m.selector for m in methods if m.name == "cacovid")
+    return methods, base
+
+
+def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
+    from cacovid.evaluate.efficiency import measure_efficiency
+    from cacovid.evaluate.methods import Method
+
+    methods, base = shipped_selector(adapter, args.world, args.seed)
+    pooled = PooledCaCoVIDSelector(base, args.pool)
+    methods.append(Method(pooled.name, pooled))
+    items = benchutil.synthetic_items(args.toy_items, args.world, "test")
+    with torch.no_grad():
+        result = measure_efficiency(
+            adapter,
+            items,
+            methods,
+            [args.toy_ratio],
+            repeats=args.toy_repeats,
+            warmup=args.warmup,
+            seed=args.seed,
+            model=args.model,
+        )
+    full = next(r for r in result["rows"] if r["method"] == "full")
+    rows = []
+    for r in result["rows"]:
+        with_selection = None if r["prefill_ms"] is None else r["prefill_ms"] + (r["compression_ms"] or 0.0)
+        rows.append(
+            {
+                "method": r["method"],
+                "ratio": r["ratio"],
+                "kept": r["kept_tokens"],
+                "select_ms": r["compression_ms"],
+                "prefill_ms": r["prefill_ms"],
+                "select_pct_of_full_prefill": _div(100 * (r["compression_ms"] or 0.0), full["prefill_ms"]),
+                "prefill_speedup": _div(full["prefill_ms"], r["prefill_ms"]),
+                "speedup_with_selection": _div(full["prefill_ms"], with_selection),
+            }
+        )
+    return {
+        "world": args.world,
+        "items": len(items),
+        "repeats": args.toy_repeats,
+        "full_prefill_ms": full["prefill_ms"],
+        "rows": rows,
+        "failed": result["failed"],
+    }
+
+
+# ---- part (b): 7B shape --------------------------------------------------------------------------
+def causal_layer(config: dict[str, Any], device: torch.device, dtype: torch.dtype):
+    """One randomly initialised decoder layer of the host class and its rotary embedding, causal, sdpa
+    (given no mask, the kernel applies causality itself: no L x L tensor is built)."""
+    from cacovid.policy.layers import build_host_modules
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer, rotary = build_host_modules(config)
+    for module in layer.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = "sdpa"
+    return layer.to(device=device, dtype=dtype).eval(), rotary.to(device=device, dtype=dtype)
+
+
+def layer_call(layer, rotary, embeds: torch.Tensor) -> Callable[[], Any]:
+    """A no-grad causal forward of `layer` over the (n, D) sequence `embeds` (positions 0 … n-1)."""
+    hidden = embeds.unsqueeze(0)
+    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    with torch.no_grad():
+        cos_sin = rotary(hidden, pos)
+
+    def run() -> None:
+        with torch.no_grad():
+            layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=cos_sin)
+
+    return run
+
+
+def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    from cacovid.evaluate.efficiency import prefill_flops
+    from cacovid.policy import CaCoVIDSelector
+    from cacovid.types import token_budget
+
+    config = text_config(args)
+    frames, side = (QUICK_SHAPE["frames"], QUICK_SHAPE["side"]) if args.quick else (args.frames, args.side)
+    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    prompt = fake_prompt(frames, side, hidden, prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype)
+    length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
+    kept_length = length - n_video + token_budget(n_video, args.ratio)
+    torch.manual_seed(args.seed)
+    policy = big_policy(device, dtype, config)
+    selector = CaCoVIDSelector(policy)
+    pooled = PooledCaCoVIDSelector(selector, args.pool)
+    pooled_prompt, _ = pool_prompt(prompt, args.pool)
+    layer, rotary = causal_layer(config, device, dtype)
+    calls = {
+        "layer_full": layer_call(layer, rotary, prompt.inputs_embeds),
+        "layer_kept": layer_call(layer, rotary, prompt.inputs_embeds[:kept_length]),
+        "cacovid": lambda: selector.select(prompt, args.ratio),
+        pooled.name: lambda: pooled.select(prompt, args.ratio),
+    }
+    times = interleaved_ms(calls, device, repeats=args.repeats, warmup=args.warmup)
+    ms = {name: benchutil.median(values) for name, values in times.items()}
+    prefill_full, prefill_kept = layers * ms["layer_full"], layers * ms["layer_kept"]
+    flops = {
+        "prefill_full": prefill_flops(config, length, causal=True),
+        "prefill_kept": prefill_flops(config, kept_length, causal=True),
+        "cacovid": policy_flops(policy, config, prompt),
+        pooled.name: policy_flops(policy, config, pooled_prompt),
+    }
+    selectors = []
+    for name in ("cacovid", pooled.name):
+        selectors.append(
+            {
+                "method": name,
+                "select_ms": ms[name],
+                "gflops": flops[name] / 1e9,
+                "pct_of_prefill_measured": _div(100 * ms[name], prefill_full),
+                "pct_of_prefill_analytic": 100 * flops[name] / flops["prefill_full"],
+                "speedup_with_selection_measured": _div(prefill_full, prefill_kept + ms[name]),
+                "speedup_with_selection_analytic": _div(
+                    flops["prefill_full"], flops["prefill_kept"] + flops[name]
+                ),
+            }
+        )
+    return {
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "shape": {
+            "frames": frames,
+            "tokens_per_frame": side * side,
+            "video_tokens": n_video,
+            "text_tokens": length - n_video,
+            "length": length,
+            "kept_length": kept_length,
+            "pooled_length": int(pooled_prompt.inputs_embeds.shape[0]),
+            "hidden": hidden,
+            "layers": layers,
+            "heads": int(config["num_attention_heads"]),
+            "kv_heads": int(config["num_key_value_heads"]),
+            "intermediate": int(config["intermediate_size"]),
+        },
+        "ratio": args.ratio,
+        "repeats": args.repeats,
+        "times_ms": times,
+        "layer_full_ms": ms["layer_full"],
+        "layer_kept_ms": ms["layer_kept"],
+        "prefill_full_ms_estimate": prefill_full,
+        "prefill_kept_ms_estimate": prefill_kept,
+        "prefill_speedup_measured": _div(prefill_full, prefill_kept),
+        "prefill_speedup_analytic": flops["prefill_full"] / flops["prefill_kept"],
+        "prefill_full_gflops": flops["prefill_full"] / 1e9,
+        "prefill_kept_gflops": flops["prefill_kept"] / 1e9,
+        "selectors": selectors,
+        "above_threshold": bool(selectors[0]["pct_of_prefill_measured"] > 100 * THRESHOLD),
+    }
+
+
+# ---- the whole 7B-shaped model (GPU) -------------------------------------------------------------
+def build_language_model(config: dict[str, Any], device: torch.device, dtype: torch.dtype):
+    """The host's whole causal language model with random weights, built directly on `device` in
+    `dtype` (sdpa attention): the prefill a compressed prompt goes through."""
+    from transformers import AutoModelForCausalLM
+
+    from cacovid.policy.layers import text_config_from_dict
+
+    cfg = text_config_from_dict(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    from cacovid.policy import CaCoVIDSelector
+    from cacovid.types import token_budget
+
+    config = text_config(args)
+    frames, side = (QUICK_SHAPE["frames"], QUICK_SHAPE["side"]) if args.quick else (args.frames, args.side)
+    prompt = fake_prompt(
+        frames, side, int(config["hidden_size"]), prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype
+    )
+    length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
+    kept_length = length - n_video + token_budget(n_video, args.ratio)
+    torch.manual_seed(args.seed)
+    selector = CaCoVIDSelector(big_policy(device, dtype, config))
+    pooled = PooledCaCoVIDSelector(selector, args.pool)
+    model = build_language_model(config, device, dtype)
+
+    def prefill(n: int) -> Callable[[], Any]:
+        embeds = prompt.inputs_embeds[:n].unsqueeze(0)
+        pos = torch.arange(n, device=device).unsqueeze(0)
+
+        def run() -> None:
+            with torch.no_grad():
+                model(inputs_embeds=embeds, position_ids=pos, logits_to_keep=1, use_cache=False)
+
+        return run
+
+    calls = {
+        "prefill_full": prefill(length),
+        "prefill_kept": prefill(kept_length),
+        "cacovid": lambda: selector.select(prompt, args.ratio),
+        pooled.name: lambda: pooled.select(prompt, args.ratio),
+    }
+    times = interleaved_ms(calls, device, repeats=args.repeats, warmup=max(1, args.warmup))
+    ms = {name: benchutil.median(values) for name, values in times.items()}
+    rows = []
+    for name in ("cacovid", pooled.name):
+        rows.append(
+            {
+                "method": name,
+                "compression_ms": ms[name],
+                "pct_of_prefill": _div(100 * ms[name], ms["prefill_full"]),
+                "speedup_with_compression": _div(ms["prefill_full"], ms["prefill_kept"] + ms[name]),
+            }
+        )
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "layers": int(config["num_hidden_layers"]),
+        "length": length,
+        "kept_length": kept_length,
+        "ratio": args.ratio,
+        "prefill_full_ms": ms["prefill_full"],
+        "prefill_kept_ms": ms["prefill_kept"],
+        "prefill_speedup": _div(ms["prefill_full"], ms["prefill_kept"]),
+        "times_ms": times,
+        "rows": rows,
+    }
+
+
+# ---- part (c): quality of the pooled policy ------------------------------------------------------
+def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and its standard error (sample std / √n; None below two values)."""
+    if not values:
+        return None, None
+    m = float(statistics.fmean(values))
+    se = float(statistics.stdev(values) / math.sqrt(len(values))) if len(values) > 1 else None
+    return m, se
+
+
+def quality_rows(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Per method: accuracy and evidence recall with n and standard errors, and the paired difference
+    of each to `reference` on the items both answered (so item difficulty cancels)."""
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["item_id"]] = r
+    ref = by_method.get(reference, {})
+    out = []
+    for method, items in by_method.items():
+        ok = [r for r in items.values() if not r.get("error_kind") or r["error_kind"] == "unparsable"]
+        acc, acc_se = mean_se([float(r["correct"]) for r in ok])
+        recall, recall_se = mean_se([r["evidence_recall"] for r in ok if r["evidence_recall"] is not None])
+        shared = [i for i in items if i in ref]
+        diff, diff_se = mean_se([float(items[i]["correct"]) - float(ref[i]["correct"]) for i in shared])
+        rdiff, rdiff_se = mean_se(
+            [
+                items[i]["evidence_recall"] - ref[i]["evidence_recall"]
+                for i in shared
+                if items[i]["evidence_recall"] is not None and ref[i]["evidence_recall"] is not None
+            ]
+        )
+        out.append(
+            {
+                "method": method,
+                "ratio": next(iter(items.values()))["ratio"],
+                "n": len(ok),
+                "errors": len(items) - len(ok),
+                "accuracy": acc,
+                "accuracy_se": acc_se,
+                "evidence_recall": recall,
+                "evidence_recall_se": recall_se,
+                "accuracy_diff": diff if method != reference else None,
+                "accuracy_diff_se": diff_se if method != reference else None,
+                "recall_diff": rdiff if method != reference else None,
+                "recall_diff_se": rdiff_se if method != reference else None,
+            }
+        )
+    return out
+
+
+def quality_part(args: argparse.Namespace, adapter, work: Path) -> dict[str, Any]:
+    from cacovid.data.sources import synthetic_source
+    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
+    from cacovid.evaluate.methods import Method
+    from cacovid.evaluate.records import read_rows
+
+    policy = policy_dir(world_preset(args.world))
+    methods = build_methods(["full", "cacovid"], adapter, policy=str(policy), seed=args.seed)
+    base = methods[1].selector
+    for terms in (False, True):
+        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=terms)
+        methods.append(Method(pooled.name, pooled))
+    config = EvalConfig(ratios=[args.quality_ratio], batch_size=8, seed=args.seed, keep_masks=False)
+    source = synthetic_source(args.world, "test", args.quality_items)
+    with torch.inference_mode():
+        run_evaluation(adapter, source, methods, work, config, model=args.model)
+    rows = [r for r in read_rows(work) if r["method"] != "full"]
+    return {
+        "world": args.world,
+        "policy": str(policy),
+        "ratio": args.quality_ratio,
+        "items": args.quality_items,
+        "rows": quality_rows(rows, "cacovid"),
+    }
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
+    benchutil.setup_torch(args.threads)
+    device = benchutil.resolve_device(args.device)
+    dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    dtype = benchutil.DTYPES[dtype_name]
+    if args.quick:
+        args.toy_items, args.quality_items, args.toy_repeats = 1, 4, 1
+        args.repeats, args.warmup = 1, 0
+    parts = benchutil.parse_names(args.parts) if args.parts else ["toy", "7b", "quality"]
+    if args.full_model or (args.full_model is None and device.type == "cuda"):
+        parts.append("full-model")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise SystemExit(f"--parts: unknown {unknown or 'empty list'}; known: {', '.join(PARTS)}")
+    if args.pool < 2:
+        raise SystemExit(f"--pool must be at least 2 (1 is the unpooled policy), got {args.pool}")
+    result: dict[str, Any] = {
+        "benchmark": "overhead",
+        "quick": bool(args.quick),
+        "parts": parts,
+        "pool": args.pool,
+        "anchor": {**ANCHOR, "ratio_pct": 100 * ANCHOR["compression_ms"] / ANCHOR["prefill_ms"]},
+        "threshold_pct": 100 * THRESHOLD,
+        "environment": benchutil.environment(),
+        "seconds": {},
+    }
+    if {"toy", "quality"} & set(parts):
+        world_preset(args.world)  # fail before any model loads
+        if adapter is None:
+            adapter = benchutil.load_model(args.model, torch.device("cpu"))
+    for part in parts:
+        start = time.perf_counter()
+        if part == "toy":
+            result["toy"] = toy_part(args, adapter)
+        elif part == "7b":
+            result["7b"] = seven_b_part(args, device, dtype)
+        elif part == "full-model":
+            result["full_model"] = full_model_part(args, device, dtype)
+        else:
+            with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
+                work = Path(args.work) if args.work else Path(tmp)
+                result["quality"] = quality_part(args, adapter, work)
+        result["seconds"][part] = time.perf_counter() - start
+    result["headline"] = headline(result)
+    return result
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One line: the 7B-shape ratio and speed-up beside the paper's anchor (else the toy's figure)."""
+    a = result["anchor"]
+    anchor = f"paper {a['ratio_pct']:.1f} % and {a['speedup']:.1f}x (limit {a['limit']:.0f}x)"
+    f = benchutil.fmt
+    gpu_model = "full_model" in result and result["full_model"]["device"].startswith("cuda")
+    if "7b" in result and not gpu_model:
+        b = result["7b"]
+        ours, pooled = b["selectors"]
+        return (
+            f"headline: CaCoVID policy at {b['shape']['length']} tokens costs "
+            f"{f(ours['pct_of_prefill_measured'], '{:.1f}')} % of the 28-layer prefill measured "
+            f"({ours['pct_of_prefill_analytic']:.1f} % analytic); prefill speed-up at "
+            f"{100 * b['ratio']:g} % with selection {f(ours['speedup_with_selection_measured'], '{:.2f}')}x "
+            f"measured ({f(ours['speedup_with_selection_analytic'], '{:.2f}')}x analytic) vs {anchor}; "
+            f"{pooled['method']}: {f(pooled['pct_of_prefill_measured'], '{:.1f}')} %, "
+            f"{f(pooled['speedup_with_selection_measured'], '{:.2f}')}x"
+        )
+    if "full_model" in result:
+        g = result["full_model"]
+        ours = g["rows"][0]
+        return (
+            f"headline: full {g['layers']}-layer model on {g['device_name']}: CaCoVID "
+            f"{f(ours['compression_ms'], '{:.1f}')} ms vs prefill {f(g['prefill_full_ms'], '{:.1f}')} ms, "
+            f"speed-up with compression {f(ours['speedup_with_compression'], '{:.2f}')}x vs {anchor}"
+        )
+    if "toy" in result:
+        t = {r["method"]: r for r in result["toy"]["rows"]}["cacovid"]
+        return (
+            f"headline: toy CaCoVID selection {f(t['select_pct_of_full_prefill'], '{:.1f}')} % of the full "
+            f"prefill, speed-up with selection {f(t['speedup_with_selection'], '{:.2f}')}x at "
+            f"{100 * t['ratio']:g} %"
+        )
+    q = result["quality"]["rows"]
+    return "headline: " + "; ".join(f"{r['method']} acc {f(r['accuracy'], '{:.3f}')} (n={r['n']})" for r in q)
+
+
+# ---- output --------------------------------------------------------------------------------------
+def _table(title: str, columns: Sequence[str]):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    return table
+
+
+def _pm(value: float | None, se: float | None, scale: float = 100.0, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    text = f"{scale * value:+.1f}" if signed else f"{scale * value:.1f}"
+    return text if se is None else f"{text} ± {scale * se:.1f}"
+
+
+def render(result: dict[str, Any]) -> list[Any]:
+    """The tables of the parts that ran (the headline is printed after them)."""
+    f = benchutil.fmt
+    out: list[Any] = []
+    env = result["environment"]
+    if "toy" in result:
+        t = result["toy"]
+        table = _table(
+            f"toy: selection vs prefill on {t['world']} ({t['items']} test items x {t['repeats']} repeats, "
+            f"cpu float32, {env['torch_threads']} thread(s)); full prefill {f(t['full_prefill_ms'])} ms",
+            [
+                "method",
+                "ρ",
+                "kept",
+                "select ms",
+                "prefill ms",
+                "select % of full prefill",
+                "prefill x",
+                "prefill x with selection",
+            ],
+        )
+        for r in t["rows"]:
+            table.add_row(
+                r["method"],
+                f"{r['ratio']:g}",
+                f(r["kept"], "{:.0f}"),
+                f(r["select_ms"]),
+                f(r["prefill_ms"]),
+                f(r["select_pct_of_full_prefill"], "{:.1f}"),
+                f(r["prefill_speedup"], "{:.2f}"),
+                f(r["speedup_with_selection"], "{:.2f}"),
+            )
+        failed = [f"not measured: {x['method']} @ {x['ratio']}: {x['error']}" for x in t["failed"]]
+        table.caption = "\n".join(failed) or None
+        out.append(table)
+    if "7b" in result:
+        b, s = result["7b"], result["7b"]["shape"]
+        title = (
+            f"7B shape: {s['frames']} frames x {s['tokens_per_frame']} + {s['text_tokens']} text = "
+            f"{s['length']} tokens (kept at {100 * b['ratio']:g} %: {s['kept_length']}), "
+            f"hidden {s['hidden']}, {s['layers']} layers; {b['device']} {b['dtype']}, "
+            f"{env['torch_threads']} thread(s), "
+            f"median of {b['repeats']} interleaved rounds"
+        )
+        table = _table(
+            title,
+            [
+                "stage",
+                "ms",
+                "GFLOPs",
+                "% prefill (ms)",
+                "% prefill (FLOPs)",
+                "x with selection (ms)",
+                "(FLOPs)",
+            ],
+        )
+        table.columns[0].no_wrap = True
+        table.add_row(f"layer, causal, L = {s['length']}", f(b["layer_full_ms"], "{:.0f}"))
+        table.add_row(f"layer, causal, L = {s['kept_length']}", f(b["layer_kept_ms"], "{:.0f}"))
+        table.add_row(
+            f"prefill ({s['layers']} x layer), full",
+            f(b["prefill_full_ms_estimate"], "{:.0f}"),
+            f"{b['prefill_full_gflops']:.4g}",
+            "100.0",
+            "100.0",
+            "1.00",
+            "1.00",
+        )
+        table.add_row(
+            f"prefill ({s['layers']} x layer), kept",
+            f(b["prefill_kept_ms_estimate"], "{:.0f}"),
+            f"{b['prefill_kept_gflops']:.4g}",
+            f(_div(100 * b["prefill_kept_ms_estimate"], b["prefill_full_ms_estimate"]), "{:.1f}"),
+            f"{100 * b['prefill_kept_gflops'] / b['prefill_full_gflops']:.1f}",
+            f(b["prefill_speedup_measured"], "{:.2f}"),
+            f"{b['prefill_speedup_analytic']:.2f}",
+        )
+        for r in b["selectors"]:
+            label = (
+                "cacovid select"
+                if r["method"] == "cacovid"
+                else (f"{r['method']} select, L = {s['pooled_length']}")
+            )
+            table.add_row(
+                label,
+                f(r["select_ms"], "{:.0f}"),
+                f"{r['gflops']:.4g}",
+                f(r["pct_of_prefill_measured"], "{:.2f}"),
+                f"{r['pct_of_prefill_analytic']:.2f}",
+                f(r["speedup_with_selection_measured"], "{:.2f}"),
+                f(r["speedup_with_selection_analytic"], "{:.2f}"),
+            )
+        a = result["anchor"]
+        table.add_row(
+            "paper, LLaVA-OV-7B",
+            f"{a['compression_ms']} / {a['prefill_ms']}",
+            "",
+            "",
+            f"{a['ratio_pct']:.2f}",
+            f"{a['speedup']:.2f}",
+            f"limit {a['limit']:.2f}",
+        )
+        verdict = "above" if b["above_threshold"] else "not above"
+        table.caption = (
+            f"the full-width policy is {verdict} {result['threshold_pct']:.0f} % of the prefill (measured); "
+            f"pooled scoring ({result['pool']}x{result['pool']} cells) is the cheaper policy measured"
+        )
+        out.append(table)
+    if "full_model" in result:
+        g = result["full_model"]
+        table = _table(
+            f"full {g['layers']}-layer model on {g['device_name']} ({g['dtype']}): "
+            f"prefill {g['length']} tokens "
+            f"{f(g['prefill_full_ms'], '{:.1f}')} ms, {g['kept_length']} tokens "
+            f"{f(g['prefill_kept_ms'], '{:.1f}')} ms ({f(g['prefill_speedup'], '{:.2f}')}x)",
+            ["method", "compression ms", "% of prefill", "prefill x with compression"],
+        )
+        for r in g["rows"]:
+            table.add_row(
+                r["method"],
+                f(r["compression_ms"], "{:.1f}"),
+                f(r["pct_of_prefill"], "{:.2f}"),
+                f(r["speedup_with_compression"], "{:.2f}"),
+            )
+        out.append(table)
+    if "quality" in result:
+        q = result["quality"]
+        table = _table(
+            f"quality of pooled scoring: {q['world']}, {q['items']} test items, ρ = {100 * q['ratio']:g} % "
+            f"(± standard error; paired differences to cacovid on the same items)",
+            ["method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points"],
+        )
+        for r in q["rows"]:
+            table.add_row(
+                r["method"],
+                str(r["n"]),
+                _pm(r["accuracy"], r["accuracy_se"]),
+                _pm(r["evidence_recall"], r["evidence_recall_se"]),
+                _pm(r["accuracy_diff"], r["accuracy_diff_se"], signed=True),
+                _pm(r["recall_diff"], r["recall_diff_se"], signed=True),
+            )
+        out.append(table)
+    return out  # main prints the headline after the tables
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--parts", default=None, help=f"comma-separated subset of {','.join(PARTS[:3])} (default)"
+    )
+    ap.add_argument("--device", default="cpu", help="device of the 7B-shape parts (the toy runs on CPU)")
+    ap.add_argument(
+        "--dtype", default=None, choices=sorted(benchutil.DTYPES), help="default: bfloat16 on CUDA"
+    )
+    ap.add_argument(
+        "--full-model",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the whole 28-layer model (default: on CUDA only)",
+    )
+    ap.add_argument("--model", default="toy", help="toy | tiny | micro | checkpoint (toy and quality parts)")
+    ap.add_argument("--world", default="preset=decoys", help="synthetic world of the toy and quality parts")
+    ap.add_argument("--toy-items", type=int, default=3, help="test items the toy part times")
+    ap.add_argument("--toy-ratio", type=float, default=0.25, help="retention of the toy part")
+    ap.add_argument("--toy-repeats", type=int, default=3, help="timed runs per toy item")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--side", type=int, default=14, help="tokens per frame side at 7B shape (14 → 196)")
+    ap.add_argument("--ratio", type=float, default=0.25, help="retention of the 7B-shape parts")
+    ap.add_argument("--pool", type=int, default=2, help="side k of the k x k cells the pooled policy scores")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved timed rounds at 7B shape")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds (7B) / runs (toy) first")
+    ap.add_argument("--quality-items", type=int, default=200, help="test items of the quality part")
+    ap.add_argument("--quality-ratio", type=float, default=0.1, help="retention of the quality part")
+    ap.add_argument("--work", default=None, help="results folder of the quality part (resumable)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="small 7B-like shape, 1 toy item, 4 quality items")
+    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None, *, adapter=None) -> dict[str, Any]:
+    """Run the parts, print their tables, write --json, then print the headline (the last line)."""
+    result = benchutil.run_script(build_parser, run, render, argv, adapter)
+    print(result["headline"])
+    return result
+
+
+if __name__ == "__main__":
+    main()
