@@ -48,7 +48,7 @@ TARGET_SHARE = 0.95
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    rl_runs.add_run_args(ap, train_items=48, val_every=12, seeds=3)
+    rl_runs.add_run_args(ap, train_items=40, val_every=10, seeds=3)
     ap.add_argument("--samplers", default=",".join(SAMPLERS), help=f"subset of {', '.join(SAMPLERS)}")
     ap.add_argument("--reward", default="accuracy", help="rollout reward of every run (TrainConfig.reward)")
     return ap
@@ -140,6 +140,7 @@ def render(result: dict[str, Any]) -> list[Any]:
         "final % (mean ± std)",
         "final range",
         "best % (mean)",
+        "final recall",
         "rollouts to target",
         "per seed",
         "train s / item",
@@ -154,6 +155,7 @@ def render(result: dict[str, Any]) -> list[Any]:
             f"{100 * fin['mean']:.1f} ± {100 * fin['std']:.1f}",
             f"{100 * fin['min']:.1f}–{100 * fin['max']:.1f}",
             f(_pct(row["best"]["mean"]), "{:.1f}"),
+            f(row["final_recall"]["mean"], "{:.3f}"),
             "not reached" if row["rollouts_to_target"] is None else f"{row['rollouts_to_target']:.0f}",
             seeds,
             f(row["train_seconds_per_item"]["mean"], "{:.2f}"),
