@@ -63,7 +63,11 @@ def distill_command(
     data: str = typer.Option(
         "synthetic", help='"synthetic", a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md).'
     ),
-    world: str = typer.Option("", help="World overrides KEY=VALUE[,KEY=VALUE…] (synthetic data)."),
+    world: str = typer.Option(
+        "",
+        help="World KEY=VALUE[,KEY=VALUE…] (synthetic data); default preset=decoys, whose values other "
+        "keys change; preset=classic[,KEY=VALUE…] for the classic world.",
+    ),
     n_items: int = typer.Option(400, min=1, help="Training items."),
     val_items: int = typer.Option(32, min=0, help="Synthetic validation items (0: none)."),
     teacher: str = typer.Option(
