@@ -7,7 +7,7 @@ of compression against a 200.4 ms prefill (5.6 %), a 3.1x prefill speed-up at 25
 counted, where dropping 75 % of the video tokens alone gives at most 4x. Four parts, one run:
 
 - `toy`: every pre-LLM selector the harness evaluates (as `bench/quality.py`: all registered ones but
-  the oracle and FastV), CaCoVID with the shipped policy of the world's preset and its pooled variant,
+  the oracle and FastV), CaCoVID with the shipped policy of `--world`'s preset and its pooled variants,
   on a few synthetic test items of the shipped toy model (`cacovid.evaluate.efficiency`, the code of
   `cacovid eval --efficiency`): selection ms against the prefill ms at full length and at the kept
   ratio, and the prefill speed-up with and without the selection counted.
@@ -15,27 +15,32 @@ counted, where dropping 75 % of the video tokens alone gives at most 4x. Four pa
   heads, intermediate 18944) over 32 frames x 196 tokens + 62 text tokens, random weights. One causal
   decoder layer (sdpa) is timed at full length and at the kept length; the prefill is 28 x that layer
   (the LM head on one position is left out). CaCoVID's selection (the policy around one such layer,
-  bidirectional, plus its heads and the budgeted selection) and the pooled policy are timed in the same
-  rounds, interleaved, so the ratios hold on a noisy machine. Beside every time, the analytic FLOPs
-  (`cacovid.evaluate.efficiency`; prefill causal, the policy's layer the full square).
-- `quality`: the shipped policy of the world's preset against its pooled variants
-  (`bench/pooled_policy.py`: the policy scores k x k spatial cell means, scores broadcast back) on the
-  same test items at one ratio, through the evaluation harness: accuracy and evidence recall with n
-  and standard errors, and the paired difference to the unpooled policy.
+  bidirectional, its heads, the per-token terms of `--world`'s shipped policy, and the budgeted
+  selection) and the pooled variants are timed in the same rounds, interleaved, so the ratios hold on
+  a noisy machine. Beside every time, the analytic FLOPs (`cacovid.evaluate.efficiency`; the prefill
+  causal, the policy's layer the full square).
+- `quality`: for each of `--quality-worlds`, the shipped policy of its preset against its pooled
+  variants (`bench/pooled_policy.py`) on the same test items at one ratio, through the evaluation
+  harness: accuracy and evidence recall with n and standard errors, and the paired difference to the
+  unpooled policy.
 - `full-model` (default on CUDA only): the whole 28-layer 7B-shaped language model in `--dtype`
   (bfloat16 on CUDA): compression ms, prefill ms at 100 % and at the kept ratio, the prefill speed-up
   with the compression counted. The repository's recorded figures do not include this part unless
   bench/README.md names the GPU they were measured on.
 
+The pooled variants: `cacovid-pool2` runs the policy on 2 x 2 spatial cell means and broadcasts each
+cell's score to its members; `cacovid-pool2+terms` also recomputes the policy's per-token terms
+(question match, cross-frame context, novelty prior), which need no decoder layer, on the full grid.
 Why pooling is the cheaper policy measured: fewer heads or a narrower layer change the copied layer's
 weights, so they need a new policy trained; averaging 2 x 2 cells keeps the trained weights and cuts the
 layer's video tokens four times. The pooled policy is measured whatever the full policy's ratio; the
 output says whether the full one stays above 3 % of the prefill.
 
 The last printed line is the headline: the policy-to-prefill ratio at 7B shape (measured and analytic)
-and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor.
+and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor, and the
+same two figures for the last pooled variant.
 
-    nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 10 min
+    nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 15 min
     .venv/bin/python bench/overhead.py --device cuda --parts 7b,full-model   # 7B shape on a GPU, bf16
     .venv/bin/python bench/overhead.py --quick                          # small shapes, seconds
 """
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import tempfile
 import time
@@ -56,13 +62,14 @@ import torch
 from pooled_policy import PooledCaCoVIDSelector, pool_prompt
 from quality import baseline_names, policy_dir, world_preset
 from selection_memory import PREFIX, SUFFIX, text_config
-from selectors_speed import big_policy, fake_prompt
+from selectors_speed import fake_prompt
 
 PARTS = ("toy", "7b", "quality", "full-model")
 # The paper's figures at LLaVA-OneVision-7B shape, 25 % retention.
 ANCHOR = {"compression_ms": 11.2, "prefill_ms": 200.4, "speedup": 3.1, "limit": 4.0}
 THRESHOLD = 0.03  # a policy above this share of the prefill calls for a cheaper one
 QUICK_SHAPE = {"frames": 2, "side": 4}
+QUALITY_WORLDS = "preset=decoys;preset=classic"  # each with its preset's shipped policy
 
 
 # ---- timing --------------------------------------------------------------------------------------
@@ -97,13 +104,41 @@ def head_flops(policy: torch.nn.Module, tokens: int, frames: int) -> float:
     return per["token_head"] * tokens + per["frame_head"] * frames
 
 
-def policy_flops(policy: torch.nn.Module, config: dict[str, Any], prompt) -> float:
-    """Analytic FLOPs of one policy forward on `prompt`: its bidirectional layer (the full square) and
-    its heads; the norm and the frame mean are O(L·D) and left out, as in `layer_flops`."""
+def term_flops(policy, prompt) -> float:
+    """FLOPs of the policy's per-token terms on `prompt`: the question match (projections of the video
+    and question tokens to d, and their products), the cross-frame context (neighbour and persistence
+    cosines, its small MLP) and the novelty prior (every token against every token)."""
+    cfg = policy.config
+    n, frames, d = prompt.num_video_tokens, prompt.num_frames, prompt.hidden_size
+    total = 0.0
+    if cfg.question_match_dim:
+        q, m = int(prompt.question_positions().numel()), cfg.question_match_dim
+        total += 2.0 * d * m * (n + q) + 2.0 * n * q * m
+    if cfg.context_width:
+        total += 2.0 * 2 * n * d + 2.0 * frames * n * d + 2.0 * n * 7 * cfg.context_width
+    if cfg.novelty_weight:
+        total += 2.0 * n * n * d
+    return total
+
+
+def policy_flops(policy, config: dict[str, Any], prompt) -> float:
+    """Analytic FLOPs of one policy forward on `prompt`: its bidirectional layer (the full square), its
+    heads and its terms; norms and the frame mean are O(L·D) and left out, as in `layer_flops`."""
     from cacovid.evaluate.efficiency import layer_flops
 
     length = int(prompt.inputs_embeds.shape[0])
-    return layer_flops(config, length) + head_flops(policy, prompt.num_video_tokens, prompt.num_frames)
+    heads = head_flops(policy, prompt.num_video_tokens, prompt.num_frames)
+    return layer_flops(config, length) + heads + term_flops(policy, prompt)
+
+
+def selector_flops(selector, config: dict[str, Any], prompt) -> float:
+    """Analytic FLOPs of a CaCoVID selector (plain or pooled) on `prompt`."""
+    if not isinstance(selector, PooledCaCoVIDSelector):
+        return policy_flops(selector.policy, config, prompt)
+    policy = selector.base.policy
+    pooled, _ = pool_prompt(prompt, selector.k)
+    terms = term_flops(policy, prompt) if selector.full_resolution_terms else 0.0
+    return policy_flops(policy, config, pooled) + terms
 
 
 # ---- part (a): the toy ---------------------------------------------------------------------------
@@ -123,8 +158,9 @@ def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
     from cacovid.evaluate.methods import Method
 
     methods, base = shipped_selector(adapter, args.world, args.seed)
-    pooled = PooledCaCoVIDSelector(base, args.pool)
-    methods.append(Method(pooled.name, pooled))
+    for terms in (False, True):
+        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=terms)
+        methods.append(Method(pooled.name, pooled))
     items = benchutil.synthetic_items(args.toy_items, args.world, "test")
     with torch.no_grad():
         result = measure_efficiency(
@@ -193,41 +229,68 @@ def layer_call(layer, rotary, embeds: torch.Tensor) -> Callable[[], Any]:
     return run
 
 
-def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    from cacovid.evaluate.efficiency import prefill_flops
-    from cacovid.policy import CaCoVIDSelector
+def shipped_terms(world: str) -> dict[str, Any]:
+    """The per-token terms of the world's shipped policy (question match, context, novelty prior), so
+    the 7B-shape policy is timed with the parts the quality figures come from."""
+    from cacovid.policy.config import PolicyConfig
+
+    config = PolicyConfig.load(policy_dir(world_preset(world)) / "config.json")
+    return {k: getattr(config, k) for k in ("question_match_dim", "context_width", "novelty_weight")}
+
+
+def seven_b_selectors(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """The 7B-shape text config, a random prompt of LLaVA-OneVision's layout, the kept length at
+    `--ratio`, and the selectors timed on it by name: CaCoVID (one random Qwen2-7B-sized layer, heads
+    and the terms of the world's shipped policy) and its pooled variants."""
+    from cacovid.policy import CaCoVIDPolicy, CaCoVIDSelector, PolicyConfig
     from cacovid.types import token_budget
 
     config = text_config(args)
     frames, side = (QUICK_SHAPE["frames"], QUICK_SHAPE["side"]) if args.quick else (args.frames, args.side)
-    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
-    prompt = fake_prompt(frames, side, hidden, prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype)
+    prompt = fake_prompt(
+        frames, side, int(config["hidden_size"]), prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype
+    )
     length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
     kept_length = length - n_video + token_budget(n_video, args.ratio)
+    terms = shipped_terms(args.world)
+    policy_config = PolicyConfig(
+        host_name="fake-llava-onevision-7b", host_family="llava_onevision", text_config=config, **terms
+    )
     torch.manual_seed(args.seed)
-    policy = big_policy(device, dtype, config)
-    selector = CaCoVIDSelector(policy)
-    pooled = PooledCaCoVIDSelector(selector, args.pool)
+    base = CaCoVIDSelector(CaCoVIDPolicy(policy_config).to(device=device, dtype=dtype).eval())
+    selectors: dict[str, Any] = {"cacovid": base}
+    for full_terms in (False, True) if any(terms.values()) else (False,):
+        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=full_terms)
+        selectors[pooled.name] = pooled
+    return config, prompt, kept_length, terms, selectors
+
+
+def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    from cacovid.evaluate.efficiency import prefill_flops
+
+    config, prompt, kept_length, terms, selectors = seven_b_selectors(args, device, dtype)
+    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
+    frames, side = prompt.num_frames, prompt.video_grid[1]
     pooled_prompt, _ = pool_prompt(prompt, args.pool)
     layer, rotary = causal_layer(config, device, dtype)
     calls = {
         "layer_full": layer_call(layer, rotary, prompt.inputs_embeds),
         "layer_kept": layer_call(layer, rotary, prompt.inputs_embeds[:kept_length]),
-        "cacovid": lambda: selector.select(prompt, args.ratio),
-        pooled.name: lambda: pooled.select(prompt, args.ratio),
     }
+    for name, selector in selectors.items():
+        calls[name] = lambda selector=selector: selector.select(prompt, args.ratio)
     times = interleaved_ms(calls, device, repeats=args.repeats, warmup=args.warmup)
     ms = {name: benchutil.median(values) for name, values in times.items()}
     prefill_full, prefill_kept = layers * ms["layer_full"], layers * ms["layer_kept"]
     flops = {
         "prefill_full": prefill_flops(config, length, causal=True),
         "prefill_kept": prefill_flops(config, kept_length, causal=True),
-        "cacovid": policy_flops(policy, config, prompt),
-        pooled.name: policy_flops(policy, config, pooled_prompt),
+        **{name: selector_flops(sel, config, prompt) for name, sel in selectors.items()},
     }
-    selectors = []
-    for name in ("cacovid", pooled.name):
-        selectors.append(
+    rows = []
+    for name in selectors:
+        rows.append(
             {
                 "method": name,
                 "select_ms": ms[name],
@@ -268,8 +331,9 @@ def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         "prefill_speedup_analytic": flops["prefill_full"] / flops["prefill_kept"],
         "prefill_full_gflops": flops["prefill_full"] / 1e9,
         "prefill_kept_gflops": flops["prefill_kept"] / 1e9,
-        "selectors": selectors,
-        "above_threshold": bool(selectors[0]["pct_of_prefill_measured"] > 100 * THRESHOLD),
+        "policy_terms": terms,
+        "selectors": rows,
+        "above_threshold": bool(rows[0]["pct_of_prefill_measured"] > 100 * THRESHOLD),
     }
 
 
@@ -294,19 +358,8 @@ def build_language_model(config: dict[str, Any], device: torch.device, dtype: to
 
 
 def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    from cacovid.policy import CaCoVIDSelector
-    from cacovid.types import token_budget
-
-    config = text_config(args)
-    frames, side = (QUICK_SHAPE["frames"], QUICK_SHAPE["side"]) if args.quick else (args.frames, args.side)
-    prompt = fake_prompt(
-        frames, side, int(config["hidden_size"]), prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype
-    )
-    length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
-    kept_length = length - n_video + token_budget(n_video, args.ratio)
-    torch.manual_seed(args.seed)
-    selector = CaCoVIDSelector(big_policy(device, dtype, config))
-    pooled = PooledCaCoVIDSelector(selector, args.pool)
+    config, prompt, kept_length, _, selectors = seven_b_selectors(args, device, dtype)
+    length = int(prompt.inputs_embeds.shape[0])
     model = build_language_model(config, device, dtype)
 
     def prefill(n: int) -> Callable[[], Any]:
@@ -319,16 +372,13 @@ def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch
 
         return run
 
-    calls = {
-        "prefill_full": prefill(length),
-        "prefill_kept": prefill(kept_length),
-        "cacovid": lambda: selector.select(prompt, args.ratio),
-        pooled.name: lambda: pooled.select(prompt, args.ratio),
-    }
+    calls = {"prefill_full": prefill(length), "prefill_kept": prefill(kept_length)}
+    for name, selector in selectors.items():
+        calls[name] = lambda selector=selector: selector.select(prompt, args.ratio)
     times = interleaved_ms(calls, device, repeats=args.repeats, warmup=max(1, args.warmup))
     ms = {name: benchutil.median(values) for name, values in times.items()}
     rows = []
-    for name in ("cacovid", pooled.name):
+    for name in selectors:
         rows.append(
             {
                 "method": name,
@@ -403,30 +453,34 @@ def quality_rows(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[st
     return out
 
 
-def quality_part(args: argparse.Namespace, adapter, work: Path) -> dict[str, Any]:
+def quality_world(args: argparse.Namespace, adapter, world: str, work: Path) -> list[dict[str, Any]]:
+    """The world's shipped policy and its pooled variants on the same test items at one ratio."""
     from cacovid.data.sources import synthetic_source
     from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
     from cacovid.evaluate.methods import Method
     from cacovid.evaluate.records import read_rows
 
-    policy = policy_dir(world_preset(args.world))
-    methods = build_methods(["full", "cacovid"], adapter, policy=str(policy), seed=args.seed)
-    base = methods[1].selector
+    policy = policy_dir(world_preset(world))
+    methods = build_methods(["cacovid"], adapter, policy=str(policy), seed=args.seed)
     for terms in (False, True):
-        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=terms)
+        pooled = PooledCaCoVIDSelector(methods[0].selector, args.pool, full_resolution_terms=terms)
         methods.append(Method(pooled.name, pooled))
     config = EvalConfig(ratios=[args.quality_ratio], batch_size=8, seed=args.seed, keep_masks=False)
-    source = synthetic_source(args.world, "test", args.quality_items)
+    source = synthetic_source(world, "test", args.quality_items)
     with torch.inference_mode():
         run_evaluation(adapter, source, methods, work, config, model=args.model)
-    rows = [r for r in read_rows(work) if r["method"] != "full"]
-    return {
-        "world": args.world,
-        "policy": str(policy),
-        "ratio": args.quality_ratio,
-        "items": args.quality_items,
-        "rows": quality_rows(rows, "cacovid"),
-    }
+    rows = quality_rows(read_rows(work), "cacovid")
+    return [{"world": world, "policy": policy.name, **r} for r in rows]
+
+
+def quality_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
+    worlds = [w.strip() for w in args.quality_worlds.split(";") if w.strip()]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        for world in worlds:
+            rows += quality_world(args, adapter, world, work / re.sub(r"[^A-Za-z0-9_.-]+", "_", world))
+    return {"worlds": worlds, "ratio": args.quality_ratio, "items": args.quality_items, "rows": rows}
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -456,10 +510,11 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         "environment": benchutil.environment(),
         "seconds": {},
     }
-    if {"toy", "quality"} & set(parts):
-        world_preset(args.world)  # fail before any model loads
-        if adapter is None:
-            adapter = benchutil.load_model(args.model, torch.device("cpu"))
+    for world in [args.world, *args.quality_worlds.split(";")]:
+        if world.strip():
+            world_preset(world)  # fail before any model loads
+    if {"toy", "quality"} & set(parts) and adapter is None:
+        adapter = benchutil.load_model(args.model, torch.device("cpu"))
     for part in parts:
         start = time.perf_counter()
         if part == "toy":
@@ -469,9 +524,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         elif part == "full-model":
             result["full_model"] = full_model_part(args, device, dtype)
         else:
-            with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
-                work = Path(args.work) if args.work else Path(tmp)
-                result["quality"] = quality_part(args, adapter, work)
+            result["quality"] = quality_part(args, adapter)
         result["seconds"][part] = time.perf_counter() - start
     result["headline"] = headline(result)
     return result
@@ -485,7 +538,7 @@ def headline(result: dict[str, Any]) -> str:
     gpu_model = "full_model" in result and result["full_model"]["device"].startswith("cuda")
     if "7b" in result and not gpu_model:
         b = result["7b"]
-        ours, pooled = b["selectors"]
+        ours, pooled = b["selectors"][0], b["selectors"][-1]
         return (
             f"headline: CaCoVID policy at {b['shape']['length']} tokens costs "
             f"{f(ours['pct_of_prefill_measured'], '{:.1f}')} % of the 28-layer prefill measured "
@@ -515,12 +568,13 @@ def headline(result: dict[str, Any]) -> str:
 
 
 # ---- output --------------------------------------------------------------------------------------
-def _table(title: str, columns: Sequence[str]):
+def _table(title: str, columns: Sequence[str], left: int = 1):
+    """A table whose first `left` columns (names) are left-aligned and the rest (figures) right."""
     from rich.table import Table
 
     table = Table(title=title)
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column(col, justify="left" if i < left else "right")
     return table
 
 
@@ -659,12 +713,14 @@ def render(result: dict[str, Any]) -> list[Any]:
     if "quality" in result:
         q = result["quality"]
         table = _table(
-            f"quality of pooled scoring: {q['world']}, {q['items']} test items, ρ = {100 * q['ratio']:g} % "
-            f"(± standard error; paired differences to cacovid on the same items)",
-            ["method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points"],
+            f"quality of pooled scoring: {q['items']} test items per world, ρ = {100 * q['ratio']:g} % "
+            f"(± standard error; Δ: paired difference to cacovid on the same items)",
+            ["world", "method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points"],
+            left=2,
         )
         for r in q["rows"]:
             table.add_row(
+                r["world"],
                 r["method"],
                 str(r["n"]),
                 _pm(r["accuracy"], r["accuracy_se"]),
@@ -702,7 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pool", type=int, default=2, help="side k of the k x k cells the pooled policy scores")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timed rounds at 7B shape")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds (7B) / runs (toy) first")
-    ap.add_argument("--quality-items", type=int, default=200, help="test items of the quality part")
+    ap.add_argument(
+        "--quality-worlds", default=QUALITY_WORLDS, help="';'-separated worlds of the quality part"
+    )
+    ap.add_argument("--quality-items", type=int, default=160, help="test items per world, quality part")
     ap.add_argument("--quality-ratio", type=float, default=0.1, help="retention of the quality part")
     ap.add_argument("--work", default=None, help="results folder of the quality part (resumable)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")

@@ -137,16 +137,18 @@ def test_overhead_quick_7b_and_full_model(capsys, tmp_path):
     assert (s["frames"], s["tokens_per_frame"], s["layers"]) == (2, 16, 28)
     assert s["length"] == 62 + 32 and s["kept_length"] == 62 + token_budget(32, 0.25)
     assert s["pooled_length"] == 62 + 2 * 4  # 4 x 4 frames → 2 x 2 cells
-    assert [r["method"] for r in b["selectors"]] == ["cacovid", "cacovid-pool2"]
-    ours, pooled = b["selectors"]
+    names = ["cacovid", "cacovid-pool2", "cacovid-pool2+terms"]  # the decoys policy has per-token terms
+    assert [r["method"] for r in b["selectors"]] == names
+    assert b["policy_terms"] == {"question_match_dim": 48, "context_width": 32, "novelty_weight": 0.0}
+    ours, pooled, fine = b["selectors"]
     assert b["layer_full_ms"] > 0 and b["layer_kept_ms"] > 0
     assert b["prefill_full_ms_estimate"] == pytest.approx(28 * b["layer_full_ms"])
     # The policy is one bidirectional layer plus heads: more than one causal layer, far less than 28.
     one_layer = layer_flops(mod.text_config(SimpleNamespace(quick=True)), s["length"], causal=True)
     assert 100 * one_layer / (1e9 * b["prefill_full_gflops"]) < ours["pct_of_prefill_analytic"] < 50
-    assert pooled["gflops"] < ours["gflops"] < b["prefill_full_gflops"]
+    assert pooled["gflops"] < fine["gflops"] < ours["gflops"] < b["prefill_full_gflops"]
     assert b["prefill_kept_gflops"] < b["prefill_full_gflops"]
-    for r in (ours, pooled):
+    for r in (ours, pooled, fine):
         assert r["select_ms"] > 0 and r["pct_of_prefill_measured"] > 0
         # Counting the selection can only lower the speed-up below dropping the tokens alone.
         assert 0 < r["speedup_with_selection_analytic"] < b["prefill_speedup_analytic"]
@@ -154,7 +156,7 @@ def test_overhead_quick_7b_and_full_model(capsys, tmp_path):
     assert b["above_threshold"] == (ours["pct_of_prefill_measured"] > 3.0)
     g = result["full_model"]
     assert g["layers"] == 28 and g["prefill_full_ms"] > 0 and g["prefill_kept_ms"] > 0
-    assert [r["method"] for r in g["rows"]] == ["cacovid", "cacovid-pool2"]
+    assert [r["method"] for r in g["rows"]] == names
     for r in g["rows"]:
         assert r["compression_ms"] > 0 and 0 < r["speedup_with_compression"] < g["prefill_speedup"]
     lines = capsys.readouterr().out.strip().splitlines()
@@ -170,7 +172,8 @@ def test_overhead_quick_toy_and_quality(capsys, tmp_path):
     result = mod.main(["--quick", "--parts", "toy,quality", "--work", str(tmp_path / "work")])
     t = result["toy"]
     baselines = [n for n in available_selectors() if n not in ("oracle", "fastv", "cacovid")]
-    assert [r["method"] for r in t["rows"]] == ["full", "cacovid", *baselines, "cacovid-pool2"]
+    pooled = ["cacovid-pool2", "cacovid-pool2+terms"]
+    assert [r["method"] for r in t["rows"]] == ["full", "cacovid", *baselines, *pooled]
     assert t["failed"] == [] and t["full_prefill_ms"] > 0
     n_video = t["rows"][0]["kept"]
     for r in t["rows"][1:]:
@@ -178,8 +181,10 @@ def test_overhead_quick_toy_and_quality(capsys, tmp_path):
         assert r["select_ms"] > 0 and r["prefill_ms"] > 0 and r["select_pct_of_full_prefill"] > 0
         assert r["speedup_with_selection"] < r["prefill_speedup"]
     q = result["quality"]
-    assert q["ratio"] == 0.1 and q["items"] == 4 and q["policy"].endswith("toy-decoys")
-    assert [r["method"] for r in q["rows"]] == ["cacovid", "cacovid-pool2", "cacovid-pool2+terms"]
+    assert q["ratio"] == 0.1 and q["items"] == 4 and q["worlds"] == ["preset=decoys", "preset=classic"]
+    got = [(r["world"], r["policy"], r["method"]) for r in q["rows"]]
+    policies = {"preset=decoys": "toy-decoys", "preset=classic": "toy"}
+    assert got == [(w, p, m) for w, p in policies.items() for m in ["cacovid", *pooled]]
     for r in q["rows"]:
         assert r["n"] == 4 and r["errors"] == 0
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["evidence_recall"] <= 1
