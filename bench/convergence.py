@@ -48,7 +48,7 @@ TARGET_SHARE = 0.95
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    rl_runs.add_run_args(ap, train_items=40, val_every=10, seeds=3)
+    rl_runs.add_run_args(ap, train_items=80, val_every=20, seeds=3)
     ap.add_argument("--samplers", default=",".join(SAMPLERS), help=f"subset of {', '.join(SAMPLERS)}")
     ap.add_argument("--reward", default="accuracy", help="rollout reward of every run (TrainConfig.reward)")
     return ap

@@ -41,7 +41,7 @@ TARGET_SHARE = 0.95
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    rl_runs.add_run_args(ap, train_items=64, val_every=16, seeds=3)
+    rl_runs.add_run_args(ap, train_items=120, val_every=24, seeds=3)
     return ap
 
 

@@ -43,7 +43,7 @@ def add_run_args(ap: argparse.ArgumentParser, *, train_items: int, val_every: in
     ap.add_argument("--model", default="toy", help="toy | tiny | micro | checkpoint")
     ap.add_argument("--world", default=WORLD, help="synthetic world of training and validation items")
     ap.add_argument("--train-items", type=int, default=train_items, help="training items per run")
-    ap.add_argument("--val-items", type=int, default=40, help="validation items (val split)")
+    ap.add_argument("--val-items", type=int, default=48, help="validation items (val split)")
     ap.add_argument("--val-every", type=int, default=val_every, help="validate every this many items")
     ap.add_argument("--ratio", type=float, default=0.1, help="training and validation retention")
     ap.add_argument("--group-size", type=int, default=8, help="rollouts G per iteration")
@@ -56,6 +56,12 @@ def add_run_args(ap: argparse.ArgumentParser, *, train_items: int, val_every: in
         default=None,
         help="start every run from this saved policy (default: a fresh policy from the host with the "
         f"question-match term, width {QUESTION_MATCH_DIM})",
+    )
+    ap.add_argument(
+        "--novelty-weight",
+        type=float,
+        default=0.0,
+        help="temporal-novelty prior weight of a fresh policy (PolicyConfig.novelty_weight)",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--work", default=None, help="folder of finished runs (resumable; default: temporary)")
@@ -149,13 +155,17 @@ class CachedEncodings:
         return getattr(self._adapter, name)
 
 
-def make_policy(adapter, seed: int, init_policy: str | None):
+def make_policy(adapter, seed: int, init_policy: str | None, novelty_weight: float = 0.0):
+    """The starting policy: a saved one, or a fresh one from the host with the question-match term
+    (the term that lets a policy read the question, docs/method.md §8) and the given prior weight."""
     from cacovid.policy import CaCoVIDPolicy
 
     if init_policy is not None:
         policy = CaCoVIDPolicy.from_pretrained(init_policy, host=adapter)
     else:
-        policy = CaCoVIDPolicy.from_host(adapter, seed=seed, question_match_dim=QUESTION_MATCH_DIM)
+        policy = CaCoVIDPolicy.from_host(
+            adapter, seed=seed, question_match_dim=QUESTION_MATCH_DIM, novelty_weight=novelty_weight
+        )
     return policy.to(adapter.device)
 
 
@@ -189,6 +199,7 @@ def train_run(
     train: Sequence,
     val: Sequence,
     init_policy: str | None,
+    novelty_weight: float = 0.0,
 ) -> dict[str, Any]:
     """One training run: its validation curve, counters and timings (see the module docstring)."""
     from cacovid.train.config import TrainConfig
@@ -197,7 +208,7 @@ def train_run(
 
     config = TrainConfig(**{**config_fields, "seed": seed})
     meter = RewardMeter(rollout_reward(config.reward, config.max_new_tokens))
-    policy = make_policy(adapter, seed, init_policy)
+    policy = make_policy(adapter, seed, init_policy, novelty_weight)
     with tempfile.TemporaryDirectory(prefix=f"cacovid-rl-{name}-") as tmp:
         trainer = Trainer(
             adapter, policy, config, train, val, tmp, reward_fn=meter, resume=False, progress=False
@@ -281,7 +292,12 @@ def run_all(
     if len(train) < args.train_items:
         raise SystemExit(f"only {len(train)} of {tested} {args.world} train items are not answered blind")
     val = benchutil.synthetic_items(args.val_items, args.world, "val")
-    key = {"train": [str(it.id) for it in train], "val": [str(it.id) for it in val], "init": args.init_policy}
+    key = {
+        "train": [str(it.id) for it in train],
+        "val": [str(it.id) for it in val],
+        "init": args.init_policy,
+        "novelty_weight": args.novelty_weight,
+    }
     work.mkdir(parents=True, exist_ok=True)
     host = CachedEncodings(adapter)
     with torch.no_grad():
@@ -299,7 +315,7 @@ def run_all(
                     progress(f"{name} seed {seed}: loaded from {path}")
                     continue
             start = time.perf_counter()
-            run = train_run(host, name, seed, config, train, val, args.init_policy)
+            run = train_run(host, name, seed, config, train, val, args.init_policy, args.novelty_weight)
             run["key"] = key
             path.write_text(json.dumps(run, default=float))
             runs.append(run)
