@@ -40,7 +40,7 @@ The last printed line is the headline: the policy-to-prefill ratio at 7B shape (
 and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor, and the
 same two figures for the last pooled variant.
 
-    nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 15 min
+    nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 10 min
     .venv/bin/python bench/overhead.py --device cuda --parts 7b,full-model   # 7B shape on a GPU, bf16
     .venv/bin/python bench/overhead.py --quick                          # small shapes, seconds
 """
@@ -756,12 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--side", type=int, default=14, help="tokens per frame side at 7B shape (14 → 196)")
     ap.add_argument("--ratio", type=float, default=0.25, help="retention of the 7B-shape parts")
     ap.add_argument("--pool", type=int, default=2, help="side k of the k x k cells the pooled policy scores")
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved timed rounds at 7B shape")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds at 7B shape")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds (7B) / runs (toy) first")
     ap.add_argument(
         "--quality-worlds", default=QUALITY_WORLDS, help="';'-separated worlds of the quality part"
     )
-    ap.add_argument("--quality-items", type=int, default=160, help="test items per world, quality part")
+    ap.add_argument("--quality-items", type=int, default=300, help="test items per world, quality part")
     ap.add_argument("--quality-ratio", type=float, default=0.1, help="retention of the quality part")
     ap.add_argument("--work", default=None, help="results folder of the quality part (resumable)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
