@@ -29,22 +29,42 @@ def toy():
     return adapter, CaCoVIDPolicy.from_pretrained(SHIPPED, host=adapter), prompts, items
 
 
+def _chosen(best, table):
+    rows = [
+        r
+        for r in table
+        if (r["alpha"], r["fill"], r["cap"]) == (best["alpha"], best["fill"], best.get("cap"))
+    ]
+    assert len(rows) == 1
+    return rows[0]
+
+
 def test_tune_selection_tries_the_grid_and_keeps_the_most_accurate(toy):
     adapter, policy, prompts, items = toy
-    best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25])
+    best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25], tolerance=0.0)
     # 3 alphas x 2 caps x 2 fills, minus the second fill rule at alpha = 1 (nothing left to fill),
     # plus alpha = 0 once (score fill; no frame shares, so no cap)
     assert len(table) == 11
     assert {(r["alpha"], r["fill"]) for r in table if r["alpha"] == 1.0} == {(1.0, "even")}
     assert [(r["alpha"], r["fill"]) for r in table if r["alpha"] == 0.0] == [(0.0, "score")]
     top = max(r["accuracy"] for r in table)
-    chosen = [
-        r
-        for r in table
-        if (r["alpha"], r["fill"], r["cap"]) == (best["alpha"], best["fill"], best.get("cap"))
-    ]
-    assert len(chosen) == 1 and chosen[0]["accuracy"] == top
+    assert _chosen(best, table)["accuracy"] == top
     assert all(len(r["per_ratio"]) == 2 and 0 <= r["evidence_recall"] <= 1 for r in table)
+
+
+def test_tune_selection_breaks_near_ties_by_recall(toy):
+    adapter, policy, prompts, items = toy
+    # 4 items x 2 ratios: the default tolerance is one standard error of the best accuracy
+    best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25])
+    top = max(r["accuracy"] for r in table)
+    se = (top * (1 - top) / 8) ** 0.5
+    close = [r for r in table if r["accuracy"] >= top - se - 1e-9]
+    assert _chosen(best, table)["evidence_recall"] == max(r["evidence_recall"] for r in close)
+    # a tolerance wider than every gap makes it the best recall of all
+    best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25], tolerance=1.0)
+    assert _chosen(best, table)["evidence_recall"] == max(r["evidence_recall"] for r in table)
+    with pytest.raises(ValueError, match="tolerance"):
+        tune_selection(adapter, policy, prompts, items, [0.1], tolerance=-0.1)
 
 
 def test_tune_selection_rejects_bad_input(toy):

@@ -21,10 +21,17 @@ def tune_selection_command(
     split: str = typer.Option("val", help="Synthetic split (never tune on the test split)."),
     n: int = typer.Option(90, min=1, help="Validation items."),
     ratios: str = typer.Option("0.1", help="Comma list of retention ratios to tune for (mean accuracy)."),
+    tolerance: float = typer.Option(
+        None,
+        min=0.0,
+        help="Accuracies within this of the best count as tied, and the tie goes to evidence recall "
+        "(default: one standard error of the best accuracy; 0: the strictly most accurate).",
+    ),
     write: bool = typer.Option(True, "--write/--dry-run", help="Write selection.json (else only print)."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Try α ∈ {0, 0.5, 0.75, 1}, cap ∈ {1.5·ρ, 1}, fill ∈ {even, score}; keep the most accurate."""
+    """Try α ∈ {0, 0.5, 0.75, 1}, cap ∈ {1.5·ρ, 1}, fill ∈ {even, score}; keep the best recall among
+    the settings about as accurate as the most accurate."""
     import torch
 
     from cacovid.data.sources import source_from_args
@@ -51,7 +58,7 @@ def tune_selection_command(
         raise typer.BadParameter(str(e)) from e
     with torch.inference_mode():
         prompts = [adapter.encode_item(it) for it in items]
-    best, table = tune_selection(adapter, pol, prompts, items, ratio_list)
+    best, table = tune_selection(adapter, pol, prompts, items, ratio_list, tolerance=tolerance)
     for row in table:
         cap = "1.5ρ" if row["cap"] is None else row["cap"]
         rec = "–" if row["evidence_recall"] is None else f"{row['evidence_recall']:.3f}"
