@@ -76,7 +76,7 @@ def test_pooled_selector_by_one_is_the_policy_and_by_two_broadcasts(request, hos
     item = _bench("benchutil").synthetic_items(1, WORLD)[0]
     prompt = adapter.encode_item(item)
     policy = CaCoVIDPolicy.from_host(adapter, init_scale=1.0, question_match_dim=8, context_width=4)
-    with torch.no_grad():  # fresh terms start at zero: give them weight so they matter here
+    with torch.no_grad():  # fresh terms start at zero: give them weight so they change the scores
         policy.question_match.key.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
         policy.context.out.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
     base = CaCoVIDSelector(policy, alpha=0.75, fill="score")
