@@ -169,6 +169,16 @@ def make_policy(adapter, seed: int, init_policy: str | None, novelty_weight: flo
     return policy.to(adapter.device)
 
 
+def validation_selection(init_policy: str | None) -> dict[str, Any]:
+    """The selection validation runs with, as in `cacovid train`: a saved policy's `selection.json`,
+    else the defaults of docs/method.md §3."""
+    if init_policy is None:
+        return {}
+    from cacovid.policy.settings import selection_options
+
+    return selection_options(init_policy)
+
+
 @dataclass
 class RewardMeter:
     """Wraps a rollout reward: counts host rows and calls, times them and keeps every group's rewards."""
@@ -211,7 +221,16 @@ def train_run(
     policy = make_policy(adapter, seed, init_policy, novelty_weight)
     with tempfile.TemporaryDirectory(prefix=f"cacovid-rl-{name}-") as tmp:
         trainer = Trainer(
-            adapter, policy, config, train, val, tmp, reward_fn=meter, resume=False, progress=False
+            adapter,
+            policy,
+            config,
+            train,
+            val,
+            tmp,
+            reward_fn=meter,
+            resume=False,
+            progress=False,
+            val_selection=validation_selection(init_policy),
         )
         val_seconds = [0.0]
         validate = trainer.validate

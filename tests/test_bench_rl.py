@@ -189,3 +189,10 @@ def test_headline_line_format_is_stable():
     text = conv.headline_text(result)
     assert re.search(r"modes 64, naive not reached$", text)
     assert "target 50.0 %" in text and "already met" not in text
+
+
+def test_runs_from_a_saved_policy_validate_with_its_selection(tmp_path):
+    rl = _bench("rl_runs")
+    assert rl.validation_selection(None) == {}  # a fresh policy: docs/method.md §3's defaults
+    (tmp_path / "selection.json").write_text(json.dumps({"alpha": 0.75, "fill": "score", "note": "x"}))
+    assert rl.validation_selection(str(tmp_path)) == {"alpha": 0.75, "fill": "score"}
