@@ -84,12 +84,14 @@ def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
 # ---- the policy shipped for the decoys world ------------------------------------------------------
 SHIPPED_DECOYS = SHIPPED.parent / "toy-decoys"
 # Measured on the first 16 decoys test items at 10 % with the shipped toy model, through the harness:
-# question sensitivity 0.63 against a base rate of 0.30 (how much of a decoy's evidence it keeps when
+# question sensitivity 0.93 against a base rate of 0.12 (how much of a decoy's evidence it keeps when
 # asked about that decoy vs when asked about the target); temporal novelty, which ignores the question,
-# has a sensitivity equal to its base rate. The README's table reports 400 items. Tolerance 0.1.
+# has a sensitivity equal to its base rate. The README's table reports 400 items (0.91 vs 0.14).
+# Tolerance 0.1 around the measured values; the world's bar (sensitivity >= 0.8) is asserted as such.
 DECOYS_ITEMS = 16
-DECOYS_SENSITIVITY_10 = 0.63
-DECOYS_BASE_RATE_10 = 0.30
+DECOYS_SENSITIVITY_10 = 0.93
+DECOYS_BASE_RATE_10 = 0.12
+DECOYS_SENSITIVITY_BAR = 0.8
 
 
 def test_decoys_policy_reads_the_question(tmp_path):
@@ -101,5 +103,6 @@ def test_decoys_policy_reads_the_question(tmp_path):
     ours, blind = rows["cacovid"], rows["novelty"]
     assert ours["question_sensitivity"] == pytest.approx(DECOYS_SENSITIVITY_10, abs=0.1), ours
     assert ours["question_base_rate"] == pytest.approx(DECOYS_BASE_RATE_10, abs=0.1), ours
-    assert ours["question_sensitivity"] >= ours["question_base_rate"] + 0.2  # it follows the question
+    assert ours["question_sensitivity"] >= DECOYS_SENSITIVITY_BAR, ours
+    assert ours["question_sensitivity"] >= ours["question_base_rate"] + 0.5  # it follows the question
     assert blind["question_sensitivity"] == pytest.approx(blind["question_base_rate"], abs=1e-9)

@@ -27,7 +27,7 @@ SHIPPED_POLICIES = {"classic": "toy", "decoys": "toy-decoys"}
 # How the decoys policy was made (recipes/toy/cacovid-decoys/distill.json): its terms and the
 # distillation settings; `--retrain` on the decoys world repeats it on its own items.
 DECOYS_POLICY = {"question_match_dim": 48, "context_width": 32}
-DECOYS_DISTILL = {"layer": 2, "epochs": 3, "lr": 3e-3, "layer_lr_scale": 1.0}
+DECOYS_DISTILL = {"teacher": "evidence", "layer": 2, "epochs": 3, "lr": 3e-3, "layer_lr_scale": 1.0}
 
 
 def shipped_policy_dir(preset: str) -> Path:
@@ -49,8 +49,8 @@ def shipped_novelty_weight() -> float:
 
 def _distill_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
     """The recipe of the policy shipped for the decoys world, on fewer items: a fresh policy with the
-    question-match and cross-frame context terms, distilled from the host's layer-2 attention
-    (docs/experiments.md, "The decoys world")."""
+    question-match and cross-frame context terms, distilled from the items' annotated evidence
+    (docs/experiments.md, "The policy shipped for the decoys world")."""
     from cacovid.data.sources import source_from_args
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.distill import DistillConfig, distill_policy
