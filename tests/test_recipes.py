@@ -155,3 +155,12 @@ def test_distill_command_line_overrides_and_bad_keys(tmp_path):
         path.write_text(json.dumps(bad))
         assert f"recipe key '{next(iter(bad))}'" in _distill_refused("--config", str(path)), bad
     assert "no recipe file" in _distill_refused("--config", str(tmp_path / "missing.json"))
+
+
+def test_the_sampler_option_reaches_the_train_config(tmp_path):
+    recipe = tmp_path / "naive.json"
+    recipe.write_text(json.dumps({"description": "x", "frame_share": 0.0, "content_rollout": False}))
+    shown = _resolved("--config", str(recipe), "--sampler", "naive", "--out", "runs/x")
+    assert TrainConfig.from_dict(shown["train_config"]).sampler == "naive"
+    assert TrainConfig.from_dict(_resolved("--out", "runs/x")["train_config"]).sampler == "modes"
+    assert "naive" in _refused("--sampler", "naive", "--out", "runs/x")  # frame mode still on

@@ -181,6 +181,12 @@ def train(
     band_beta: float = typer.Option(2.0, help="band cap β"),
     frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
     frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
+    sampler: str = typer.Option(
+        "modes",
+        help='"modes" (token, frame and content modes, docs/method.md §4) or "naive" (an ablation: '
+        "every rollout draws its tokens from softmax(s) over the whole video; needs --frame-share 0 "
+        "and content_rollout false in the recipe)",
+    ),
     lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
     layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
     epochs: int = typer.Option(1),
