@@ -154,6 +154,15 @@ def print_table(table: Any) -> None:
     console.print(table)
 
 
+def print_parts(parts: Sequence[Any]) -> None:
+    """Print a script's output in order: strings as lines, anything else as a table."""
+    for part in parts:
+        if isinstance(part, str):
+            print(part)
+        else:
+            print_table(part)
+
+
 def _min_width(table: Any) -> int:
     return sum(max(len(str(c.header)), 8) + 3 for c in table.columns)
 

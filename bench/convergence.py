@@ -116,23 +116,7 @@ def render(result: dict[str, Any]) -> list[Any]:
 
     f = benchutil.fmt
     per = result["summary"]["per_setting"]
-    names = list(per)
-    title = (
-        f"val accuracy at {100 * result['ratio']:g} % ({result['val_items']} items), mean over "
-        f"{result['seeds']} seed(s) [min–max]; {result['world']}, G={result['group_size']}, "
-        f"I={result['iterations']}"
-    )
-    curve = Table(title=title, min_width=len(title) + 4)
-    for h in ("items", "steps", "rollouts", *names):
-        curve.add_column(h, justify="right")
-    for i, point in enumerate(per[names[0]]["curve"]):
-        cells = [str(point["items"]), str(point["steps"]), f"{point['rollouts']:.0f}"]
-        for name in names:
-            p = per[name]["curve"][i]
-            cells.append(
-                f"{100 * p['accuracy']:.1f} [{100 * p['accuracy_min']:.0f}–{100 * p['accuracy_max']:.0f}]"
-            )
-        curve.add_row(*cells)
+    curve = rl_runs.curve_table(result)
     summary = Table(title=f"per sampler; start: {result['start']}; hardware: {result['hardware']['cpu']}")
     for h in (
         "sampler",
@@ -172,11 +156,7 @@ def main(argv: Sequence[str] | None = None, *, adapter=None) -> dict[str, Any]:
     write the JSON (`--out`) and return the result."""
     args = build_parser().parse_args(argv)
     result = run(args, adapter)
-    for part in render(result):
-        if isinstance(part, str):
-            print(part)
-        else:
-            benchutil.print_table(part)
+    benchutil.print_parts(render(result))
     benchutil.write_json(args.json, result)
     return result
 

@@ -222,11 +222,7 @@ def main(argv: Sequence[str] | None = None, *, adapter=None) -> dict[str, Any]:
     JSON (`--out`) and return the result."""
     args = build_parser().parse_args(argv)
     result = run(args, adapter)
-    for part in render(result):
-        if isinstance(part, str):
-            print(part)
-        else:
-            benchutil.print_table(part)
+    benchutil.print_parts(render(result))
     benchutil.write_json(args.json, result)
     return result
 

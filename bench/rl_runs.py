@@ -454,3 +454,28 @@ def hardware() -> dict[str, Any]:
     import os
 
     return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), **benchutil.environment()}
+
+
+def curve_table(result: dict[str, Any]):
+    """The seed-mean validation curve of every setting, against items, steps and host rollouts."""
+    from rich.table import Table
+
+    per = result["summary"]["per_setting"]
+    names = list(per)
+    title = (
+        f"val accuracy at {100 * result['ratio']:g} % ({result['val_items']} items), mean over "
+        f"{result['seeds']} seed(s) [min–max]; {result['world']}, G={result['group_size']}, "
+        f"I={result['iterations']}"
+    )
+    curve = Table(title=title, min_width=len(title) + 4)
+    for h in ("items", "steps", "rollouts", *names):
+        curve.add_column(h, justify="right")
+    for i, point in enumerate(per[names[0]]["curve"]):
+        cells = [str(point["items"]), str(point["steps"]), f"{point['rollouts']:.0f}"]
+        for name in names:
+            p = per[name]["curve"][i]
+            cells.append(
+                f"{100 * p['accuracy']:.1f} [{100 * p['accuracy_min']:.0f}–{100 * p['accuracy_max']:.0f}]"
+            )
+        curve.add_row(*cells)
+    return curve
