@@ -95,7 +95,7 @@ def distill_command(
     threads: int = typer.Option(None, help="torch CPU threads."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Distil the host's last-token attention into a CaCoVID policy (resumable)."""
+    """Distil the host's last-token attention (or the items' evidence) into a CaCoVID policy (resumable)."""
     o = with_recipe(ctx, config)
     if print_config:
         shown = {k: str(v) if isinstance(v, Path) else v for k, v in o.items()}
