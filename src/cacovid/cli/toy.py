@@ -23,7 +23,7 @@ def train_command(
     world: str = typer.Option(
         "",
         help="World to train and validate on, KEY=VALUE[,KEY=VALUE…]; keys without a preset change "
-        "the classic world here (unlike the other commands' preset=decoys default).",
+        "the classic world for toy training (unlike the other commands' preset=decoys default).",
     ),
     seed: int = typer.Option(0, help="Seed for initialisation, data order and token dropout."),
     vision_steps: int = typer.Option(
