@@ -68,12 +68,17 @@ def test_shipped_policy_scores_are_not_saturated(shipped):
     assert float(s.abs().median()) < 5.0  # 1.07 for stage 6 (0.39 for stage 5); over 100 for the retired one
 
 
-def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
+def _rows_at_10(world: str, n: int, methods: list[str], policy: Path, out: Path) -> dict[str, dict]:
+    """The harness's summary rows at 10 % on the first n test items of `world`, by method."""
     adapter = load_video_llm("toy")
-    source = synthetic_source("preset=classic", split="test", n=HEADLINE_ITEMS)
-    methods = build_methods(["full", "cacovid"], adapter, policy=str(SHIPPED), seed=0)
+    source = synthetic_source(world, split="test", n=n)
+    built = build_methods(methods, adapter, policy=str(policy), seed=0)
     config = EvalConfig(ratios=[0.1], seed=0, keep_masks=False)
-    rows = {r["method"]: r for r in run_evaluation(adapter, source, methods, tmp_path, config)["rows"]}
+    return {r["method"]: r for r in run_evaluation(adapter, source, built, out, config)["rows"]}
+
+
+def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
+    rows = _rows_at_10("preset=classic", HEADLINE_ITEMS, ["full", "cacovid"], SHIPPED, tmp_path)
     ours, full = rows["cacovid"], rows["full"]
     assert ours["n"] == HEADLINE_ITEMS and ours["ratio"] == pytest.approx(0.1)
     for key, want in HEADLINE_10.items():
@@ -95,11 +100,7 @@ DECOYS_SENSITIVITY_BAR = 0.8
 
 
 def test_decoys_policy_reads_the_question(tmp_path):
-    adapter = load_video_llm("toy")
-    source = synthetic_source("preset=decoys", split="test", n=DECOYS_ITEMS)
-    methods = build_methods(["cacovid", "novelty"], adapter, policy=str(SHIPPED_DECOYS), seed=0)
-    config = EvalConfig(ratios=[0.1], seed=0, keep_masks=False)
-    rows = {r["method"]: r for r in run_evaluation(adapter, source, methods, tmp_path, config)["rows"]}
+    rows = _rows_at_10("preset=decoys", DECOYS_ITEMS, ["cacovid", "novelty"], SHIPPED_DECOYS, tmp_path)
     ours, blind = rows["cacovid"], rows["novelty"]
     assert ours["question_sensitivity"] == pytest.approx(DECOYS_SENSITIVITY_10, abs=0.1), ours
     assert ours["question_base_rate"] == pytest.approx(DECOYS_BASE_RATE_10, abs=0.1), ours
