@@ -330,6 +330,24 @@ def test_init_from_an_exported_checkpoint_folder(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_init_from_an_export_warns_about_the_fresh_probe_unless_its_losses_are_off(tmp_path):
+    """An export has no auxiliary probe; its random heads must not steer a fine-tune unannounced."""
+    import warnings
+
+    first = ToyTrainer(_config(tmp_path / "a"))
+    first.model.save_pretrained(tmp_path / "export")
+    with pytest.warns(UserWarning, match="without the auxiliary probe"):
+        ToyTrainer(_config(tmp_path / "b", init_from=str(tmp_path / "export")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = ToyTrainer(
+            _config(tmp_path / "c", init_from=str(tmp_path / "export"), aux_weight=0.0, track_weight=0.0)
+        )
+    quiet.train_step(quiet.cfg.vision_steps)  # a stage-2 step: the probe's losses weigh nothing
+    for name, p in quiet.probe.named_parameters():
+        assert p.grad is None or not p.grad.any(), name
+
+
 def test_mix_worlds_option_is_parsed_and_checked():
     import typer
 

@@ -43,11 +43,22 @@ def train_command(
     ),
     lr: float = typer.Option(1e-3, help="Peak learning rate of the language model."),
     vision_lr: float = typer.Option(1e-3, help="Peak learning rate of the vision tower and projector."),
+    aux_weight: float = typer.Option(
+        0.5,
+        min=0.0,
+        help="Weight of the dense auxiliary loss (colour, shape, position, word alignment) of the probe.",
+    ),
+    track_weight: float = typer.Option(
+        0.5, min=0.0, help="Weight of the probe's motion and running-count loss at the grounding layer."
+    ),
     family_weights: str = typer.Option(
         "", help='Family shares in training batches, e.g. "count=0.5,color=0.2,motion=0.15,order=0.15".'
     ),
     init_from: Path = typer.Option(
-        None, help="Start from these weights (weights_state.pt or checkpoint.pt) instead of from scratch."
+        None,
+        help="Start from these weights (weights_state.pt, checkpoint.pt, or an exported folder) instead of "
+        "from scratch. An exported folder carries no auxiliary probe: with --aux-weight/--track-weight "
+        "above 0 a fresh probe's gradients reach the model, so fine-tunes from an export set both to 0.",
     ),
     val_every: int = typer.Option(500, min=1, help="Validate every this many steps."),
     checkpoint_every: int = typer.Option(50, min=1, help="Checkpoint every this many steps."),
@@ -88,6 +99,8 @@ def train_command(
         qa_minutes=qa_minutes,
         lr=lr,
         vision_lr=vision_lr,
+        aux_weight=aux_weight,
+        track_weight=track_weight,
         init_from=str(init_from) if init_from else None,
         family_weights={k: float(v) for k, v in parse_world_overrides(family_weights).items()} or None,
         val_every=val_every,

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,13 @@ class ToyTrainer:
 
             loaded = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
             state = {"model": loaded.state_dict()}
+            if self.cfg.aux_weight > 0 or self.cfg.track_weight > 0:
+                warnings.warn(
+                    f"init_from {str(path)!r} is an export without the auxiliary probe: the fresh probe's "
+                    "losses (aux_weight, track_weight) send random-head gradients into the model; "
+                    "set both to 0 to fine-tune on the answer and grounding losses alone",
+                    stacklevel=2,
+                )
         else:
             state = torch.load(path, weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
