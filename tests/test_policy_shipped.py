@@ -30,8 +30,8 @@ RECALL_10 = 0.7
 # table reports all 200). Tolerances: two items of accuracy (a near-tie may flip with another torch
 # build), 0.02 of recall.
 HEADLINE_ITEMS = 40
-HEADLINE_10 = {"accuracy": 0.900, "evidence_recall": 0.875}
-HEADLINE_FULL_ACCURACY = 0.975
+HEADLINE_10 = {"accuracy": 0.925, "evidence_recall": 0.881}
+HEADLINE_FULL_ACCURACY = 0.950
 HEADLINE_TOLERANCE = {"accuracy": 0.05, "evidence_recall": 0.02}
 
 
@@ -89,13 +89,13 @@ def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
 # ---- the policy shipped for the decoys world ------------------------------------------------------
 SHIPPED_DECOYS = SHIPPED.parent / "toy-decoys"
 # Measured on the first 16 decoys test items at 10 % with the shipped toy model, through the harness:
-# question sensitivity 0.93 against a base rate of 0.12 (how much of a decoy's evidence it keeps when
+# question sensitivity 0.93 against a base rate of 0.13 (how much of a decoy's evidence it keeps when
 # asked about that decoy vs when asked about the target); temporal novelty, which ignores the question,
 # has a sensitivity equal to its base rate. The README's table reports 400 items (0.91 vs 0.14).
 # Tolerance 0.1 around the measured values; the world's bar (sensitivity >= 0.8) is asserted as such.
 DECOYS_ITEMS = 16
 DECOYS_SENSITIVITY_10 = 0.93
-DECOYS_BASE_RATE_10 = 0.12
+DECOYS_BASE_RATE_10 = 0.13
 DECOYS_SENSITIVITY_BAR = 0.8
 
 
