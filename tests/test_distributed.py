@@ -99,6 +99,27 @@ def test_a_launch_without_a_rendezvous_is_refused_clearly(monkeypatch):
         distributed.init_from_environment("cpu")
 
 
+def _shutdown_worker(rank: int, port: int, tmp: str) -> None:
+    try:
+        import time
+
+        _join(rank, port)
+        if rank == 1:
+            time.sleep(0.5)  # the late process: its peer must not leave before it arrives
+            (Path(tmp) / "late-arrived").write_text("")
+        distributed.shutdown()
+        if rank == 0:
+            (Path(tmp) / "early-left.json").write_text(json.dumps((Path(tmp) / "late-arrived").exists()))
+    except BaseException:
+        (Path(tmp) / f"failed-{rank}.txt").write_text(traceback.format_exc())
+
+
+def test_shutdown_waits_for_every_process_before_closing_the_group(tmp_path):
+    """No process tears the gloo group down while a peer is still working in it."""
+    _spawn(_shutdown_worker, tmp_path)
+    assert json.loads((tmp_path / "early-left.json").read_text()) is True
+
+
 # ---- evaluation --------------------------------------------------------------------------------
 def _strip(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "compression_ms"}  # a time, not a result

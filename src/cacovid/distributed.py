@@ -198,11 +198,18 @@ def init_from_environment(device: str = "cpu") -> Processes:
     return _CURRENT
 
 
-def shutdown() -> None:
+def shutdown(synchronise: bool = True) -> None:
     """Leave the process group `init_from_environment` joined (a no-op for one process, or for a
-    group the caller initialised: that one is the caller's to close)."""
+    group the caller initialised: that one is the caller's to close).
+
+    With `synchronise`, the processes first meet at a barrier, so none tears down its gloo
+    connections while another still uses them (an early leaver can abort its peer). After a failure
+    pass False: the other processes may never reach the barrier.
+    """
     global _CURRENT, _OWNED
     if _OWNED and dist.is_available() and dist.is_initialized():
+        if synchronise and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
     _CURRENT, _OWNED = None, False
 

@@ -224,8 +224,10 @@ def eval_command(
     processes = init_from_environment(_device(device))
     try:
         _evaluate(**options, processes=processes, load_device=process_device(_device(device), processes))
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(synchronise=False)  # the other processes may never reach a barrier
+        raise
+    shutdown()
 
 
 def _evaluate(

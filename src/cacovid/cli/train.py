@@ -288,8 +288,10 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
     processes = init_from_environment(o["device"])
     try:
         _train(o, config, processes, process_device(o["device"], processes))
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(synchronise=False)  # the other processes may never reach a barrier
+        raise
+    shutdown()
 
 
 def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
