@@ -91,7 +91,7 @@ SHIPPED_DECOYS = SHIPPED.parent / "toy-decoys"
 # Measured on the first 16 decoys test items at 10 % with the shipped toy model, through the harness:
 # question sensitivity 0.93 against a base rate of 0.13 (how much of a decoy's evidence it keeps when
 # asked about that decoy vs when asked about the target); temporal novelty, which ignores the question,
-# has a sensitivity equal to its base rate. The README's table reports 400 items (0.91 vs 0.14).
+# has a sensitivity equal to its base rate. The README reports 400 items (0.91 vs 0.15).
 # Tolerance 0.1 around the measured values; the world's bar (sensitivity >= 0.8) is asserted as such.
 DECOYS_ITEMS = 16
 DECOYS_SENSITIVITY_10 = 0.93
