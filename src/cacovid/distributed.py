@@ -20,6 +20,8 @@ tensors go through NCCL, so they never need a CUDA device.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "Processes",
     "current",
     "init_from_environment",
+    "joined",
     "process_device",
     "shard",
     "shutdown",
@@ -212,6 +215,19 @@ def shutdown(synchronise: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
     _CURRENT, _OWNED = None, False
+
+
+@contextmanager
+def joined(device: str = "cpu") -> Iterator[Processes]:
+    """`init_from_environment`, then `shutdown` on the way out: synchronised after success, without
+    the barrier after a failure (the other processes may never reach it)."""
+    processes = init_from_environment(device)
+    try:
+        yield processes
+    except BaseException:
+        shutdown(synchronise=False)
+        raise
+    shutdown()
 
 
 def process_device(device: str, processes: Processes) -> str:

@@ -219,15 +219,10 @@ def eval_command(
 ) -> None:
     """Evaluate methods × ratios × items; write items.jsonl, summary.json (and efficiency.json)."""
     options = dict(locals())  # the command's options, passed on as they are
-    from cacovid.distributed import init_from_environment, process_device, shutdown
+    from cacovid.distributed import joined, process_device
 
-    processes = init_from_environment(_device(device))
-    try:
+    with joined(_device(device)) as processes:
         _evaluate(**options, processes=processes, load_device=process_device(_device(device), processes))
-    except BaseException:
-        shutdown(synchronise=False)  # the other processes may never reach a barrier
-        raise
-    shutdown()
 
 
 def _evaluate(

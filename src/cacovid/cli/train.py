@@ -283,15 +283,10 @@ def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
         return
 
-    from cacovid.distributed import init_from_environment, process_device, shutdown
+    from cacovid.distributed import joined, process_device
 
-    processes = init_from_environment(o["device"])
-    try:
+    with joined(o["device"]) as processes:
         _train(o, config, processes, process_device(o["device"], processes))
-    except BaseException:
-        shutdown(synchronise=False)  # the other processes may never reach a barrier
-        raise
-    shutdown()
 
 
 def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
