@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from conftest import TINY_SIZES, TINY_WORDS
+from conftest import TINY_SIZES, TINY_WORDS, assert_equal_up_to_rounding, differ_beyond_rounding
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -122,9 +122,10 @@ def test_cli_writes_a_policy_that_selects_like_the_release(tmp_path, llava_llm, 
     out = selector.policy(prompt)
     assert torch.equal(keep.cpu(), release_select(out.token_scores, out.frame_scores, 0.1, prompt.video_grid))
     # ... and runs its layer causally: the question after the video does not move the video's scores.
+    # Equal in exact arithmetic only: the longer prompt runs through differently blocked kernels.
     other = llava_llm.encode(tiny_frames, "which shape moves left ? A . circle B . square")
     with torch.no_grad():
-        assert torch.equal(selector.policy(other).token_logits, out.token_logits)
+        assert_equal_up_to_rounding(selector.policy(other).token_logits, out.token_logits.detach())
     loaded = CaCoVIDPolicy.from_pretrained(tmp_path / "policy")
     assert loaded.config.layer_attention == "causal"
 
@@ -135,7 +136,10 @@ def test_cli_writes_a_policy_that_selects_like_the_release(tmp_path, llava_llm, 
         [str(tmp_path / "release"), "--out", str(tmp_path / "p2"), "--layer-attention", "bidirectional"],
     )
     assert ok.exit_code == 0, ok.output
-    assert CaCoVIDPolicy.from_pretrained(tmp_path / "p2").config.layer_attention == "bidirectional"
+    both = CaCoVIDPolicy.from_pretrained(tmp_path / "p2")
+    assert both.config.layer_attention == "bidirectional"
+    with torch.no_grad():  # the same weights reading the question: a change the tolerance above would see
+        assert differ_beyond_rounding(both(other).token_logits, both(prompt).token_logits)
 
 
 def test_a_folder_without_policy_weights(tmp_path):
