@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cacovid"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cacovid.types",),
     ("cacovid",),
-    ("cacovid.ops", "cacovid.scoring", "cacovid.testing", "cacovid.distributed"),
+    ("cacovid.ops", "cacovid.scoring", "cacovid.testing", "cacovid.distributed", "cacovid.progress"),
     ("cacovid.data", "cacovid.selectors"),
     ("cacovid.models",),
     ("cacovid.toy",),
