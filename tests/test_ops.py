@@ -225,6 +225,9 @@ def test_dpc_knn_batched_matches_single():
         assert torch.allclose(batched[b], dpc_knn_scores(x[b], 3), atol=1e-6)
     sel = dpc_knn_select_batched(x, 4, 3)
     assert sel.shape == (4, 4)
+    # Scores equal up to rounding rank alike when neighbours in the ranking are far apart.
+    ranked = dpc_knn_scores(x[2], 3).sort(descending=True).values
+    assert float((ranked[:-1] - ranked[1:]).min()) > 1e-4
     assert sel[2].equal(dpc_knn_select(x[2], 4, 3))
 
 
