@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import benchutil
-import rl_runs
 import torch
+from benchutil import rl_runs
 
 SAMPLERS: dict[str, dict[str, Any]] = {
     "modes": {},

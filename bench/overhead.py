@@ -11,30 +11,25 @@ counted, where dropping 75 % of the video tokens alone gives at most 4x. Four pa
   on a few synthetic test items of the shipped toy model (`cacovid.evaluate.efficiency`, the code of
   `cacovid eval --efficiency`): selection ms against the prefill ms at full length and at the kept
   ratio, and the prefill speed-up with and without the selection counted.
-- `7b`: LLaVA-OneVision-7B's language model shape (Qwen2-7B: hidden 3584, 28 layers, 28 heads, 4 KV
-  heads, intermediate 18944) over 32 frames x 196 tokens + 62 text tokens, random weights. One causal
-  decoder layer (sdpa) is timed at full length and at the kept length; the prefill is 28 x that layer
-  (the LM head on one position is left out). CaCoVID's selection (the policy around one such layer,
-  bidirectional, its heads, the per-token terms of `--world`'s shipped policy, and the budgeted
-  selection) and the pooled variants are timed in the same rounds, interleaved, so the ratios hold on
-  a noisy machine. Beside every time, the analytic FLOPs (`cacovid.evaluate.efficiency`; the prefill
-  causal, the policy's layer the full square).
+- `7b`: LLaVA-OneVision-7B's language model shape (`benchutil.shapes`) over 32 frames x 196 tokens +
+  62 text tokens, random weights. One causal decoder layer (sdpa) is timed at full length and at the
+  kept length; the prefill is 28 x that layer (the LM head on one position is left out). CaCoVID's
+  selection (the policy around one such layer, bidirectional, its heads, the per-token terms of
+  `--world`'s shipped policy, and the budgeted selection) and the pooled variants are timed in the
+  same rounds, interleaved, so the ratios hold on a noisy machine. Beside every time, the analytic
+  FLOPs (`cacovid.evaluate.efficiency`; the prefill causal, the policy's layer the full square).
 - `quality`: for each of `--quality-worlds`, the shipped policy of its preset against its pooled
-  variants (`bench/pooled_policy.py`) on the same test items at one ratio, through the evaluation
-  harness: accuracy and evidence recall with n and standard errors, and the paired difference to the
-  unpooled policy.
+  variants on the same test items at one ratio, through the evaluation harness
+  (`benchutil.pooled_policy.compare_quality`).
 - `full-model` (default on CUDA only): the whole 28-layer 7B-shaped language model in `--dtype`
   (bfloat16 on CUDA): compression ms, prefill ms at 100 % and at the kept ratio, the prefill speed-up
-  with the compression counted. The repository's recorded figures do not include this part unless
-  bench/README.md names the GPU they were measured on.
+  with the compression counted.
 
-The pooled variants: `cacovid-pool2` runs the policy on 2 x 2 spatial cell means and broadcasts each
-cell's score to its members; `cacovid-pool2+terms` also recomputes the policy's per-token terms
-(question match, cross-frame context, novelty prior), which need no decoder layer, on the full grid.
-Why pooling is the cheaper policy measured: fewer heads or a narrower layer change the copied layer's
-weights, so they need a new policy trained; averaging 2 x 2 cells keeps the trained weights and cuts the
-layer's video tokens four times. The pooled policy is measured whatever the full policy's ratio; the
-output says whether the full one stays above 3 % of the prefill.
+The pooled variants are a prototype (`benchutil/pooled_policy.py`): `cacovid-pool2` scores 2 x 2
+spatial cell means and broadcasts each cell's score to its members; `cacovid-pool2+terms` also
+recomputes the per-token terms, which need no decoder layer, on the full grid. They keep the trained
+weights, so they are the cheaper policy measured whatever the full policy's share; the output says
+whether the full one stays above 3 % of the prefill.
 
 The last printed line is the headline: the policy-to-prefill ratio at 7B shape (measured and analytic)
 and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor, and the
@@ -48,27 +43,35 @@ same two figures for the last pooled variant.
 from __future__ import annotations
 
 import argparse
-import math
-import re
-import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import benchutil
 import torch
-from pooled_policy import PooledCaCoVIDSelector, pool_prompt
-from quality import baseline_names, policy_dir, world_preset
-from selection_memory import PREFIX, SUFFIX, text_config
-from selectors_speed import fake_prompt
+from benchutil.pooled_policy import (
+    PooledCaCoVIDSelector,
+    compare_quality,
+    pool_prompt,
+    pooled_variants,
+    quality_table,
+)
+from benchutil.shapes import (
+    PREFIX,
+    QUICK,
+    SUFFIX,
+    big_policy,
+    build_language_model,
+    causal_layer,
+    fake_prompt,
+    layer_call,
+    text_config,
+)
 
 PARTS = ("toy", "7b", "quality", "full-model")
 # The paper's figures at LLaVA-OneVision-7B shape, 25 % retention.
 ANCHOR = {"compression_ms": 11.2, "prefill_ms": 200.4, "speedup": 3.1, "limit": 4.0}
 THRESHOLD = 0.03  # a policy above this share of the prefill calls for a cheaper one
-QUICK_SHAPE = {"frames": 2, "side": 4}
 QUALITY_WORLDS = "preset=decoys;preset=classic"  # each with its preset's shipped policy
 
 
@@ -147,8 +150,9 @@ def shipped_selector(adapter, world: str, seed: int):
     selection settings, every pre-LLM baseline), the CaCoVID selector among them."""
     from cacovid.evaluate import build_methods
 
-    names = ["full", "cacovid", *baseline_names()]
-    methods = build_methods(names, adapter, policy=str(policy_dir(world_preset(world))), seed=seed)
+    names = ["full", "cacovid", *benchutil.baseline_names()]
+    policy = benchutil.policy_dir(benchutil.world_preset(world))
+    methods = build_methods(names, adapter, policy=str(policy), seed=seed)
     base = next(m.selector for m in methods if m.name == "cacovid")
     return methods, base
 
@@ -158,9 +162,7 @@ def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
     from cacovid.evaluate.methods import Method
 
     methods, base = shipped_selector(adapter, args.world, args.seed)
-    for terms in (False, True):
-        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=terms)
-        methods.append(Method(pooled.name, pooled))
+    methods += [Method(p.name, p) for p in pooled_variants(base, args.pool)]
     items = benchutil.synthetic_items(args.toy_items, args.world, "test")
     with torch.no_grad():
         result = measure_efficiency(
@@ -200,41 +202,12 @@ def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
 
 
 # ---- part (b): 7B shape --------------------------------------------------------------------------
-def causal_layer(config: dict[str, Any], device: torch.device, dtype: torch.dtype):
-    """One randomly initialised decoder layer of the host class and its rotary embedding, causal, sdpa
-    (given no mask, the kernel applies causality itself: no L x L tensor is built)."""
-    from cacovid.policy.layers import build_host_modules
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        layer, rotary = build_host_modules(config)
-    for module in layer.modules():
-        cfg = getattr(module, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation"):
-            cfg._attn_implementation = "sdpa"
-    return layer.to(device=device, dtype=dtype).eval(), rotary.to(device=device, dtype=dtype)
-
-
-def layer_call(layer, rotary, embeds: torch.Tensor) -> Callable[[], Any]:
-    """A no-grad causal forward of `layer` over the (n, D) sequence `embeds` (positions 0 … n-1)."""
-    hidden = embeds.unsqueeze(0)
-    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    with torch.no_grad():
-        cos_sin = rotary(hidden, pos)
-
-    def run() -> None:
-        with torch.no_grad():
-            layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=cos_sin)
-
-    return run
-
-
 def shipped_terms(world: str) -> dict[str, Any]:
     """The per-token terms of the world's shipped policy (question match, context, novelty prior), so
     the 7B-shape policy is timed with the parts the quality figures come from."""
     from cacovid.policy.config import PolicyConfig
 
-    config = PolicyConfig.load(policy_dir(world_preset(world)) / "config.json")
+    config = PolicyConfig.load(benchutil.policy_dir(benchutil.world_preset(world)) / "config.json")
     return {k: getattr(config, k) for k in ("question_match_dim", "context_width", "novelty_weight")}
 
 
@@ -242,25 +215,21 @@ def seven_b_selectors(args: argparse.Namespace, device: torch.device, dtype: tor
     """The 7B-shape text config, a random prompt of LLaVA-OneVision's layout, the kept length at
     `--ratio`, and the selectors timed on it by name: CaCoVID (one random Qwen2-7B-sized layer, heads
     and the terms of the world's shipped policy) and its pooled variants."""
-    from cacovid.policy import CaCoVIDPolicy, CaCoVIDSelector, PolicyConfig
+    from cacovid.policy import CaCoVIDSelector
     from cacovid.types import token_budget
 
-    config = text_config(args)
-    frames, side = (QUICK_SHAPE["frames"], QUICK_SHAPE["side"]) if args.quick else (args.frames, args.side)
+    config = text_config(args.quick)
+    frames, side = (QUICK["frames"], QUICK["side"]) if args.quick else (args.frames, args.side)
     prompt = fake_prompt(
         frames, side, int(config["hidden_size"]), prefix=PREFIX, suffix=SUFFIX, device=device, dtype=dtype
     )
     length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
     kept_length = length - n_video + token_budget(n_video, args.ratio)
     terms = shipped_terms(args.world)
-    policy_config = PolicyConfig(
-        host_name="fake-llava-onevision-7b", host_family="llava_onevision", text_config=config, **terms
-    )
     torch.manual_seed(args.seed)
-    base = CaCoVIDSelector(CaCoVIDPolicy(policy_config).to(device=device, dtype=dtype).eval())
+    base = CaCoVIDSelector(big_policy(device, dtype, config, **terms))
     selectors: dict[str, Any] = {"cacovid": base}
-    for full_terms in (False, True) if any(terms.values()) else (False,):
-        pooled = PooledCaCoVIDSelector(base, args.pool, full_resolution_terms=full_terms)
+    for pooled in pooled_variants(base, args.pool, with_terms=any(terms.values())):
         selectors[pooled.name] = pooled
     return config, prompt, kept_length, terms, selectors
 
@@ -338,25 +307,6 @@ def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 
 
 # ---- the whole 7B-shaped model (GPU) -------------------------------------------------------------
-def build_language_model(config: dict[str, Any], device: torch.device, dtype: torch.dtype):
-    """The host's whole causal language model with random weights, built directly on `device` in
-    `dtype` (sdpa attention): the prefill a compressed prompt goes through."""
-    from transformers import AutoModelForCausalLM
-
-    from cacovid.policy.layers import text_config_from_dict
-
-    cfg = text_config_from_dict(config)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
-    finally:
-        torch.set_default_dtype(previous)
-    return model.to(device=device, dtype=dtype).eval()
-
-
 def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     config, prompt, kept_length, _, selectors = seven_b_selectors(args, device, dtype)
     length = int(prompt.inputs_embeds.shape[0])
@@ -403,86 +353,6 @@ def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch
     }
 
 
-# ---- part (c): quality of the pooled policy ------------------------------------------------------
-def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and its standard error (sample std / √n; None below two values)."""
-    if not values:
-        return None, None
-    m = float(statistics.fmean(values))
-    se = float(statistics.stdev(values) / math.sqrt(len(values))) if len(values) > 1 else None
-    return m, se
-
-
-def quality_rows(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
-    """Per method: accuracy and evidence recall with n and standard errors, and the paired difference
-    of each to `reference` on the items both answered (so item difficulty cancels)."""
-    by_method: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_method.setdefault(r["method"], {})[r["item_id"]] = r
-    ref = by_method.get(reference, {})
-    out = []
-    for method, items in by_method.items():
-        ok = [r for r in items.values() if not r.get("error_kind") or r["error_kind"] == "unparsable"]
-        acc, acc_se = mean_se([float(r["correct"]) for r in ok])
-        recall, recall_se = mean_se([r["evidence_recall"] for r in ok if r["evidence_recall"] is not None])
-        shared = [i for i in items if i in ref]
-        diff, diff_se = mean_se([float(items[i]["correct"]) - float(ref[i]["correct"]) for i in shared])
-        rdiff, rdiff_se = mean_se(
-            [
-                items[i]["evidence_recall"] - ref[i]["evidence_recall"]
-                for i in shared
-                if items[i]["evidence_recall"] is not None and ref[i]["evidence_recall"] is not None
-            ]
-        )
-        out.append(
-            {
-                "method": method,
-                "ratio": next(iter(items.values()))["ratio"],
-                "n": len(ok),
-                "errors": len(items) - len(ok),
-                "accuracy": acc,
-                "accuracy_se": acc_se,
-                "evidence_recall": recall,
-                "evidence_recall_se": recall_se,
-                "accuracy_diff": diff if method != reference else None,
-                "accuracy_diff_se": diff_se if method != reference else None,
-                "recall_diff": rdiff if method != reference else None,
-                "recall_diff_se": rdiff_se if method != reference else None,
-            }
-        )
-    return out
-
-
-def quality_world(args: argparse.Namespace, adapter, world: str, work: Path) -> list[dict[str, Any]]:
-    """The world's shipped policy and its pooled variants on the same test items at one ratio."""
-    from cacovid.data.sources import synthetic_source
-    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
-    from cacovid.evaluate.methods import Method
-    from cacovid.evaluate.records import read_rows
-
-    policy = policy_dir(world_preset(world))
-    methods = build_methods(["cacovid"], adapter, policy=str(policy), seed=args.seed)
-    for terms in (False, True):
-        pooled = PooledCaCoVIDSelector(methods[0].selector, args.pool, full_resolution_terms=terms)
-        methods.append(Method(pooled.name, pooled))
-    config = EvalConfig(ratios=[args.quality_ratio], batch_size=8, seed=args.seed, keep_masks=False)
-    source = synthetic_source(world, "test", args.quality_items)
-    with torch.inference_mode():
-        run_evaluation(adapter, source, methods, work, config, model=args.model)
-    rows = quality_rows(read_rows(work), "cacovid")
-    return [{"world": world, "policy": policy.name, **r} for r in rows]
-
-
-def quality_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
-    worlds = [w.strip() for w in args.quality_worlds.split(";") if w.strip()]
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
-        work = Path(args.work) if args.work else Path(tmp)
-        for world in worlds:
-            rows += quality_world(args, adapter, world, work / re.sub(r"[^A-Za-z0-9_.-]+", "_", world))
-    return {"worlds": worlds, "ratio": args.quality_ratio, "items": args.quality_items, "rows": rows}
-
-
 # ---- the run -------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     benchutil.setup_torch(args.threads)
@@ -512,7 +382,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     }
     for world in [args.world, *args.quality_worlds.split(";")]:
         if world.strip():
-            world_preset(world)  # fail before any model loads
+            benchutil.world_preset(world)  # fail before any model loads
     if {"toy", "quality"} & set(parts) and adapter is None:
         adapter = benchutil.load_model(args.model, torch.device("cpu"))
     for part in parts:
@@ -524,7 +394,16 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         elif part == "full-model":
             result["full_model"] = full_model_part(args, device, dtype)
         else:
-            result["quality"] = quality_part(args, adapter)
+            result["quality"] = compare_quality(
+                adapter,
+                [w.strip() for w in args.quality_worlds.split(";") if w.strip()],
+                pool=args.pool,
+                ratio=args.quality_ratio,
+                items=args.quality_items,
+                seed=args.seed,
+                model=args.model,
+                work=args.work,
+            )
         result["seconds"][part] = time.perf_counter() - start
     result["headline"] = headline(result)
     return result
@@ -576,13 +455,6 @@ def _table(title: str, columns: Sequence[str], left: int = 1):
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i < left else "right")
     return table
-
-
-def _pm(value: float | None, se: float | None, scale: float = 100.0, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    text = f"{scale * value:+.1f}" if signed else f"{scale * value:.1f}"
-    return text if se is None else f"{text} ± {scale * se:.1f}"
 
 
 def render(result: dict[str, Any]) -> list[Any]:
@@ -711,24 +583,7 @@ def render(result: dict[str, Any]) -> list[Any]:
             )
         out.append(table)
     if "quality" in result:
-        q = result["quality"]
-        table = _table(
-            f"quality of pooled scoring: {q['items']} test items per world, ρ = {100 * q['ratio']:g} % "
-            f"(± standard error; Δ: paired difference to cacovid on the same items)",
-            ["world", "method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points"],
-            left=2,
-        )
-        for r in q["rows"]:
-            table.add_row(
-                r["world"],
-                r["method"],
-                str(r["n"]),
-                _pm(r["accuracy"], r["accuracy_se"]),
-                _pm(r["evidence_recall"], r["evidence_recall_se"]),
-                _pm(r["accuracy_diff"], r["accuracy_diff_se"], signed=True),
-                _pm(r["recall_diff"], r["recall_diff_se"], signed=True),
-            )
-        out.append(table)
+        out.append(quality_table(result["quality"]))
     return out  # main prints the headline after the tables
 
 

@@ -39,7 +39,6 @@ PRESET_WORLDS = {
 }
 DEFAULT_WORLDS = ";".join(w for worlds in PRESET_WORLDS.values() for w in worlds)
 QUICK_WORLDS = ";".join(worlds[0] for worlds in PRESET_WORLDS.values())
-EXCLUDED = ("oracle", "fastv", "cacovid")  # evidence-reading, in-LLM, and the method itself
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,31 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", "--json", dest="json", default=None, help="also write the result to this JSON")
     ap.add_argument("--quick", action="store_true", help="2 items, one world per preset, ρ = 0.1")
     return ap
-
-
-def world_preset(world: str) -> str:
-    """The `preset=` of a world string; a world without one has no shipped policy to evaluate."""
-    from cacovid.data.synthetic.config import PRESETS, parse_world_overrides
-
-    preset = parse_world_overrides(world).get("preset")
-    if preset not in PRESETS:
-        raise SystemExit(f"--worlds: world {world!r} names no preset ({', '.join(sorted(PRESETS))})")
-    return preset
-
-
-def policy_dir(preset: str) -> Path:
-    from cacovid.cli.demo import shipped_policy_dir
-
-    path = shipped_policy_dir(preset)
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"no shipped policy for preset {preset!r} at {path}")
-    return path
-
-
-def baseline_names() -> list[str]:
-    from cacovid.selectors.registry import available_selectors
-
-    return [n for n in available_selectors() if n not in EXCLUDED]
 
 
 def _slug(world: str) -> str:
@@ -119,8 +93,8 @@ def evaluate_world(adapter, world: str, args, ratios: list[float], work: Path) -
     from cacovid.data.sources import synthetic_source
     from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
 
-    policy = policy_dir(world_preset(world))
-    names = ["full", "cacovid", *baseline_names()]
+    policy = benchutil.policy_dir(benchutil.world_preset(world))
+    names = ["full", "cacovid", *benchutil.baseline_names()]
     methods = build_methods(names, adapter, policy=str(policy), seed=args.seed)
     config = EvalConfig(ratios=ratios, batch_size=args.batch_size, seed=args.seed, keep_masks=False)
     source = synthetic_source(world, args.split, args.items)
@@ -151,7 +125,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     if not worlds:
         raise SystemExit("--worlds: no world given")
     for w in worlds:
-        world_preset(w)  # fail before any model loads
+        benchutil.world_preset(w)  # fail before any model loads
     ratios = benchutil.parse_ratios(args.ratios or "0.25,0.2,0.15,0.1,0.05")
     items = args.items or 16
     if items < 1 or args.batch_size < 1:
@@ -168,7 +142,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
             rows += evaluate_world(adapter, world, args, ratios, work)
             seconds[world] = time.perf_counter() - start
     heads = [headline(w, [r for r in rows if r["world"] == w], args.headline_ratio) for w in worlds]
-    decoys = [h for h in heads if world_preset(h["world"]) == "decoys"]
+    decoys = [h for h in heads if benchutil.world_preset(h["world"]) == "decoys"]
     main_head = decoys[0] if decoys else heads[-1]
     return {
         "quality": True,
@@ -177,7 +151,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         "items": items,
         "ratios": ratios,
         "worlds": worlds,
-        "methods": ["full", "cacovid", *baseline_names()],
+        "methods": ["full", "cacovid", *benchutil.baseline_names()],
         "rows": rows,
         "headlines": heads,
         "headline": headline_text(main_head),

@@ -3,19 +3,19 @@ wall time per item.
 
 Two settings train the same starting policy with the library's `Trainer` on the same items, with the
 same three-mode sampler, G, I, learning rate and fixed training retention (the validation ratio), for
-`--seeds` seeds each (`rl_runs.py` holds the machinery it shares with `convergence.py`):
+`--seeds` seeds each (`benchutil/rl_runs.py` holds the machinery it shares with `convergence.py`):
 
 - `accuracy`: the paper's reward, a greedily generated answer scored against the solution;
 - `dense`: the probability of the correct answer from one teacher-forced pass (docs/method.md §6).
 
 Reported per reward: the mean validation-accuracy curve over seeds against optimiser steps and host
-rollouts; the final accuracy (mean, std and range over seeds); the host rollouts needed to reach
-95 % of the accuracy reward's final accuracy; the share of training reward groups (per mode, as the
-advantages are normalised, `reward_variance.group_stats`) with zero variance, which carry no
-signal; and wall seconds per training item (validation excluded) and of its reward calls alone,
-with the dense / accuracy ratio measured in the same run. `bench/reward_variance.py` compares the
-two rewards on the same rollouts of one fixed policy; this script compares what training does with
-them. The headline, the last line: final accuracy of each and the time ratio.
+rollouts; the final accuracy (mean, std and range over seeds); the host rollouts needed to reach 95 %
+of the accuracy reward's final accuracy; the share of training reward groups (per mode, as the
+advantages are normalised, `rl_runs.group_stats`) with zero variance, which carry no signal; and wall
+seconds per training item (validation excluded) and of its reward calls alone, with the dense /
+accuracy ratio measured in the same run. `bench/diagnostics/reward_variance.py` compares the two
+rewards on the same rollouts of one fixed policy; this script compares what training does with them.
+The headline, the last line: final accuracy of each and the time ratio.
 
     .venv/bin/python bench/reward.py --out reward.json
     .venv/bin/python bench/reward.py --quick          # seconds: 2 items, 1 seed
@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import benchutil
-import rl_runs
 import torch
-from reward_variance import group_stats
+from benchutil import rl_runs
 
 REWARDS = ("accuracy", "dense")
 REFERENCE = "accuracy"
@@ -55,7 +54,7 @@ def zero_variance(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
         n_tok, n_frame, n_content = run["mode_counts"]  # the order sample_rollouts returns them in
         modes = torch.tensor([TOKEN] * n_tok + [FRAME] * n_frame + [CONTENT] * n_content)
         for group in run["rewards"]:
-            stats = group_stats(torch.tensor(group, dtype=torch.float32), modes)
+            stats = rl_runs.group_stats(torch.tensor(group, dtype=torch.float32), modes)
             for key, values in flags.items():
                 if stats[key] is not None:
                     values.append(bool(stats[key]))

@@ -30,28 +30,11 @@ from typing import Any
 
 import benchutil
 import torch
-from selectors_speed import QWEN2_7B_TEXT, big_policy, fake_prompt
+from benchutil.shapes import PREFIX, QUICK, SUFFIX, big_policy, fake_prompt, text_config
 
-# --quick: a small shape with the same structure (GQA, one layer, several frames).
-QUICK = dict(frames=2, side=4, hidden=256, heads=4, kv_heads=2, intermediate=512)
-PREFIX, SUFFIX = 14, 48  # text before and after the video: system prompt / newline, question, reply cue
 # Below this size an eager map is lost in the memory reading's noise (RSS pages, allocator caches).
 MIN_MAP_MB = 64.0
 STAGES = ("policy forward", "budgeted selection", "cacovid select")
-
-
-def text_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The copied layer's text config: Qwen2-7B's, or the --quick shape."""
-    if not args.quick:
-        return dict(QWEN2_7B_TEXT)
-    return dict(
-        QWEN2_7B_TEXT,
-        hidden_size=QUICK["hidden"],
-        num_attention_heads=QUICK["heads"],
-        num_key_value_heads=QUICK["kv_heads"],
-        intermediate_size=QUICK["intermediate"],
-        vocab_size=512,
-    )
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -88,7 +71,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     device = benchutil.resolve_device(args.device)
     dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     dtype = benchutil.DTYPES[dtype_name]
-    config = text_config(args)
+    config = text_config(args.quick)
     frames = QUICK["frames"] if args.quick else args.frames
     side = QUICK["side"] if args.quick else args.side
     torch.manual_seed(args.seed)

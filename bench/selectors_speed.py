@@ -33,79 +33,10 @@ from typing import Any
 
 import benchutil
 import torch
+from benchutil.shapes import QWEN2_7B_TEXT, big_policy, fake_prompt
 
 SIZES = ("model", "7b")
 SELECT_ONLY = "cacovid:select-only"
-# LLaVA-OneVision-7B (Qwen2-7B language model) text config: what the 7b-sized policy layer copies.
-QWEN2_7B_TEXT = dict(
-    model_type="qwen2",
-    vocab_size=152064,
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    hidden_act="silu",
-    max_position_embeddings=32768,
-    rms_norm_eps=1e-6,
-    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-    tie_word_embeddings=False,
-)
-
-
-def fake_prompt(
-    frames: int = 32,
-    tokens_per_side: int = 14,
-    hidden: int = 3584,
-    *,
-    prefix: int = 14,
-    suffix: int = 48,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-):
-    """An EncodedPrompt of LLaVA-OneVision's layout from random tensors: `prefix` text tokens, the
-    T x H x W video grid, `suffix` text tokens (image_newline, question, assistant prompt).
-
-    Features are N(0, 1) with a per-frame shared component (neighbouring tokens of a real video are
-    correlated), the vision attention is a random positive vector summing to 1, and ~1 % of tokens
-    are marked as evidence (so the oracle runs).
-    """
-    from cacovid.types import EncodedPrompt
-
-    gen = torch.Generator().manual_seed(seed)
-    P = tokens_per_side * tokens_per_side
-    N = frames * P
-    L = prefix + N + suffix
-    embeds = torch.randn(L, hidden, generator=gen)
-    frame_part = torch.randn(frames, 1, hidden, generator=gen)
-    video = embeds[prefix : prefix + N].view(frames, P, hidden)
-    video.mul_(0.6).add_(0.8 * frame_part)
-    attn = torch.rand(N, generator=gen).pow(4)
-    evidence = torch.rand(N, generator=gen) < 0.01
-    evidence[0] = True
-    return EncodedPrompt(
-        inputs_embeds=embeds.to(device=device, dtype=dtype),
-        position_ids=torch.arange(L, device=device),
-        attention_mask=torch.ones(L, dtype=torch.long, device=device),
-        video_positions=torch.arange(prefix, prefix + N, device=device),
-        video_grid=(frames, tokens_per_side, tokens_per_side),
-        evidence_mask=evidence.to(device),
-        extras={"vision_attention": (attn / attn.sum()).to(device=device, dtype=torch.float32)},
-        meta={"item_id": "fake-7b"},
-    )
-
-
-def big_policy(device: torch.device, dtype: torch.dtype, text_config: dict[str, Any] | None = None):
-    """A CaCoVID policy around one randomly initialised Qwen2-7B-sized decoder layer."""
-    from cacovid.policy import CaCoVIDPolicy, PolicyConfig
-
-    config = PolicyConfig(
-        host_name="fake-llava-onevision-7b",
-        host_family="llava_onevision",
-        text_config=dict(text_config or QWEN2_7B_TEXT),
-    )
-    return CaCoVIDPolicy(config).to(device=device, dtype=dtype).eval()
 
 
 class ScoresOnly:

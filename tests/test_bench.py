@@ -20,7 +20,7 @@ WORLD = "frames=6"  # the smallest default-family world: 6 x 49 = 294 video toke
 
 def _bench(name: str):
     if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their sibling `benchutil`
+        sys.path.insert(0, str(BENCH))  # the scripts import their shared helper `benchutil`
     return importlib.import_module(name)
 
 
@@ -56,8 +56,8 @@ def test_selectors_speed_rows(llava_llm, capsys):
     assert "ranking only" in out  # the 7b FastV caveat is printed
 
 
-def test_selectors_speed_fake_prompt_is_7b_sized_by_default():
-    mod = _bench("selectors_speed")
+def test_fake_prompt_is_7b_sized_by_default():
+    mod = _bench("benchutil.shapes")
     prompt = mod.fake_prompt(frames=32, tokens_per_side=14, hidden=8)  # small hidden: cheap to build
     assert prompt.num_video_tokens == 6272 and prompt.video_grid == (32, 14, 14)
     assert prompt.extras["vision_attention"].shape == (6272,)

@@ -1,6 +1,7 @@
-"""Tests of bench/overhead.py and its pooled policy (bench/pooled_policy.py): the pooled prompt is the
-cell means at the right places, pooling by 1 reproduces the policy exactly, and the benchmark's quick
-run gives every row it should with sane relations (never a wall-clock threshold)."""
+"""Tests of bench/overhead.py and its prototype pooled policy (bench/benchutil/pooled_policy.py): the
+pooled prompt is the cell means at the right places, pooling by 1 reproduces the policy exactly, and
+the benchmark's quick run gives every row it should with sane relations (never a wall-clock
+threshold)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +23,7 @@ WORLD = "frames=6"
 
 def _bench(name: str):
     if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings (`benchutil`, …)
+        sys.path.insert(0, str(BENCH))  # the scripts import their shared helper `benchutil`
     return importlib.import_module(name)
 
 
@@ -44,7 +44,7 @@ def _prompt(T: int = 2, H: int = 3, W: int = 3, D: int = 4, mrope: bool = False)
 
 @pytest.mark.parametrize("mrope", [False, True])
 def test_pool_prompt_is_the_cell_means_at_the_first_members_place(mrope):
-    mod = _bench("pooled_policy")
+    mod = _bench("benchutil.pooled_policy")
     prompt = _prompt(mrope=mrope)
     pooled, members = mod.pool_prompt(prompt, 2)
     assert pooled.video_grid == (2, 2, 2)  # 3 x 3 frames: cells of 4, 2, 2 and 1 tokens
@@ -71,7 +71,7 @@ def test_pool_prompt_is_the_cell_means_at_the_first_members_place(mrope):
 
 @pytest.mark.parametrize("host", ["llava_llm", "qwen2_vl_llm"])
 def test_pooled_selector_by_one_is_the_policy_and_by_two_broadcasts(request, host):
-    mod = _bench("pooled_policy")
+    mod = _bench("benchutil.pooled_policy")
     adapter = request.getfixturevalue(host)
     item = _bench("benchutil").synthetic_items(1, WORLD)[0]
     prompt = adapter.encode_item(item)
@@ -102,7 +102,7 @@ def test_pooled_selector_by_one_is_the_policy_and_by_two_broadcasts(request, hos
 
 
 def test_quality_rows_pair_the_items():
-    mod = _bench("overhead")
+    mod = _bench("benchutil.pooled_policy")
 
     def row(method, item, correct, recall):
         return {
@@ -144,7 +144,7 @@ def test_overhead_quick_7b_and_full_model(capsys, tmp_path):
     assert b["layer_full_ms"] > 0 and b["layer_kept_ms"] > 0
     assert b["prefill_full_ms_estimate"] == pytest.approx(28 * b["layer_full_ms"])
     # The policy is one bidirectional layer plus heads: more than one causal layer, far less than 28.
-    one_layer = layer_flops(mod.text_config(SimpleNamespace(quick=True)), s["length"], causal=True)
+    one_layer = layer_flops(_bench("benchutil.shapes").text_config(quick=True), s["length"], causal=True)
     assert 100 * one_layer / (1e9 * b["prefill_full_gflops"]) < ours["pct_of_prefill_analytic"] < 50
     assert pooled["gflops"] < fine["gflops"] < ours["gflops"] < b["prefill_full_gflops"]
     assert b["prefill_kept_gflops"] < b["prefill_full_gflops"]

@@ -1,7 +1,8 @@
-"""The RL training benchmarks (bench/convergence.py, bench/reward.py and their shared bench/rl_runs.py):
-`--quick` runs on the micro model give every setting, monotone counters, rollouts that match G and I,
-and a headline that is the one the rows give; the aggregation is checked on curves with known answers.
-No timing is checked: the figures belong to the benchmarks' own output."""
+"""The RL training benchmarks (bench/convergence.py, bench/reward.py and their shared
+bench/benchutil/rl_runs.py): `--quick` runs on the micro model give every setting, monotone counters,
+rollouts that match G and I, and a headline that is the one the rows give; the aggregation is checked
+on curves with known answers. No timing is checked: the figures belong to the benchmarks' own
+output."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 def _bench(name: str):
     if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings
+        sys.path.insert(0, str(BENCH))  # the scripts import their shared helper `benchutil`
     return importlib.import_module(name)
 
 
@@ -139,7 +140,7 @@ def _run(name, seed, accs, G=8, I=2):
 
 
 def test_summarise_finds_the_rollouts_to_the_target():
-    rl = _bench("rl_runs")
+    rl = _bench("benchutil.rl_runs")
     runs = [
         _run("a", 0, [0.2, 0.5, 0.8]),
         _run("a", 1, [0.2, 0.7, 0.6]),  # mean curve 0.2, 0.6, 0.7: final 0.7, target 0.665
@@ -192,7 +193,7 @@ def test_headline_line_format_is_stable():
 
 
 def test_runs_from_a_saved_policy_validate_with_its_selection(tmp_path):
-    rl = _bench("rl_runs")
+    rl = _bench("benchutil.rl_runs")
     assert rl.validation_selection(None) == {}  # a fresh policy: docs/method.md §3's defaults
     (tmp_path / "selection.json").write_text(json.dumps({"alpha": 0.75, "fill": "score", "note": "x"}))
     assert rl.validation_selection(str(tmp_path)) == {"alpha": 0.75, "fill": "score"}

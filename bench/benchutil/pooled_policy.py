@@ -1,4 +1,9 @@
-"""CaCoVID scoring on pooled video tokens: the policy's layer reads k x k cell means, not every token.
+"""PROTOTYPE: CaCoVID scoring on pooled video tokens, the policy's layer reads k x k cell means, not every
+token; and the check of what pooling costs in quality.
+
+This is a prototype measured by `bench/overhead.py`, not a library option: the library is to get a
+pooled policy option of its own, and a policy trained with pooling has not been measured. It lives
+in the benchmarks' shared helper only so that `overhead.py` can time and evaluate it.
 
 Why: the policy is one full-width decoder layer over the whole prompt, so at LLaVA-OneVision-7B shape it
 costs about 1/28 of the 28-layer prefill before any token is dropped. Averaging each k x k spatial cell
@@ -21,10 +26,17 @@ k = 2: 4 x 4 cells of 4, 2 and 1 tokens).
 from __future__ import annotations
 
 import math
+import re
+import statistics
+import tempfile
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
+import benchutil
 from cacovid.policy import CaCoVIDSelector, budgeted_select
 from cacovid.types import EncodedPrompt, Selection
 
@@ -80,7 +92,8 @@ def pool_prompt(prompt: EncodedPrompt, k: int) -> tuple[EncodedPrompt, torch.Ten
 
 
 class PooledCaCoVIDSelector:
-    """A CaCoVID selector whose policy scores k x k pooled tokens (see the module docstring).
+    """PROTOTYPE, not a library selector: a CaCoVID selector whose policy scores k x k pooled tokens
+    (see the module docstring; the library is to get a pooled policy option of its own).
 
     It takes the policy and the selection settings (alpha, cap, fill) of an existing
     `CaCoVIDSelector`, so a shipped policy is compared with its own pooled variant and nothing else
@@ -149,3 +162,138 @@ class PooledCaCoVIDSelector:
         ).to(prompt.video_positions.device)
         ms = (time.perf_counter() - start) * 1000.0
         return Selection(keep=keep, compression_ms=ms, info={"pool": self.k, "alpha": self.base.alpha})
+
+
+def pooled_variants(base: CaCoVIDSelector, k: int, *, with_terms: bool = True) -> list[PooledCaCoVIDSelector]:
+    """The pooled variants of `base`: the plain broadcast, and (`with_terms`) the one that recomputes
+    the per-token terms on the full grid."""
+    return [
+        PooledCaCoVIDSelector(base, k, full_resolution_terms=terms)
+        for terms in ((False, True) if with_terms else (False,))
+    ]
+
+
+# ---- what pooling costs in quality ---------------------------------------------------------------
+def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and its standard error (sample std / √n; None below two values)."""
+    if not values:
+        return None, None
+    m = float(statistics.fmean(values))
+    se = float(statistics.stdev(values) / math.sqrt(len(values))) if len(values) > 1 else None
+    return m, se
+
+
+def quality_rows(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Per method: accuracy and evidence recall with n and standard errors, and the paired difference
+    of each to `reference` on the items both answered (so item difficulty cancels)."""
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["item_id"]] = r
+    ref = by_method.get(reference, {})
+    out = []
+    for method, items in by_method.items():
+        ok = [r for r in items.values() if not r.get("error_kind") or r["error_kind"] == "unparsable"]
+        acc, acc_se = mean_se([float(r["correct"]) for r in ok])
+        recall, recall_se = mean_se([r["evidence_recall"] for r in ok if r["evidence_recall"] is not None])
+        shared = [i for i in items if i in ref]
+        diff, diff_se = mean_se([float(items[i]["correct"]) - float(ref[i]["correct"]) for i in shared])
+        rdiff, rdiff_se = mean_se(
+            [
+                items[i]["evidence_recall"] - ref[i]["evidence_recall"]
+                for i in shared
+                if items[i]["evidence_recall"] is not None and ref[i]["evidence_recall"] is not None
+            ]
+        )
+        out.append(
+            {
+                "method": method,
+                "ratio": next(iter(items.values()))["ratio"],
+                "n": len(ok),
+                "errors": len(items) - len(ok),
+                "accuracy": acc,
+                "accuracy_se": acc_se,
+                "evidence_recall": recall,
+                "evidence_recall_se": recall_se,
+                "accuracy_diff": diff if method != reference else None,
+                "accuracy_diff_se": diff_se if method != reference else None,
+                "recall_diff": rdiff if method != reference else None,
+                "recall_diff_se": rdiff_se if method != reference else None,
+            }
+        )
+    return out
+
+
+def quality_world(
+    adapter, world: str, work: Path, *, pool: int, ratio: float, items: int, seed: int, model: str | None
+) -> list[dict[str, Any]]:
+    """The world's shipped policy and its pooled variants on the same test items at one ratio, through
+    the evaluation harness (results kept in `work`, so a second call resumes)."""
+    from cacovid.data.sources import synthetic_source
+    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
+    from cacovid.evaluate.methods import Method
+    from cacovid.evaluate.records import read_rows
+
+    policy = benchutil.policy_dir(benchutil.world_preset(world))
+    methods = build_methods(["cacovid"], adapter, policy=str(policy), seed=seed)
+    methods += [Method(p.name, p) for p in pooled_variants(methods[0].selector, pool)]
+    config = EvalConfig(ratios=[ratio], batch_size=8, seed=seed, keep_masks=False)
+    source = synthetic_source(world, "test", items)
+    with torch.inference_mode():
+        run_evaluation(adapter, source, methods, work, config, model=model)
+    rows = quality_rows(read_rows(work), "cacovid")
+    return [{"world": world, "policy": policy.name, **r} for r in rows]
+
+
+def compare_quality(
+    adapter,
+    worlds: Sequence[str],
+    *,
+    pool: int,
+    ratio: float,
+    items: int,
+    seed: int = 0,
+    model: str | None = None,
+    work: str | Path | None = None,
+) -> dict[str, Any]:
+    """Every world's shipped policy against its pooled variants (`quality_world`), in one result: the
+    `quality` part of `overhead.py`'s JSON. `work`: where the evaluation rows go (default: temporary)."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
+        root = Path(work) if work else Path(tmp)
+        for world in worlds:
+            folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", world)
+            rows += quality_world(
+                adapter, world, folder, pool=pool, ratio=ratio, items=items, seed=seed, model=model
+            )
+    return {"worlds": list(worlds), "ratio": ratio, "items": items, "rows": rows}
+
+
+def _pm(value: float | None, se: float | None, scale: float = 100.0, signed: bool = False) -> str:
+    """`value ± se` in percent (points when `signed`), "—" for no value."""
+    if value is None:
+        return "—"
+    text = f"{scale * value:+.1f}" if signed else f"{scale * value:.1f}"
+    return text if se is None else f"{text} ± {scale * se:.1f}"
+
+
+def quality_table(q: dict[str, Any]):
+    """The table of `compare_quality`'s result."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"quality of pooled scoring: {q['items']} test items per world, ρ = {100 * q['ratio']:g} % "
+        f"(± standard error; Δ: paired difference to cacovid on the same items)"
+    )
+    for i, col in enumerate(("world", "method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points")):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for r in q["rows"]:
+        table.add_row(
+            r["world"],
+            r["method"],
+            str(r["n"]),
+            _pm(r["accuracy"], r["accuracy_se"]),
+            _pm(r["evidence_recall"], r["evidence_recall_se"]),
+            _pm(r["accuracy_diff"], r["accuracy_diff_se"], signed=True),
+            _pm(r["recall_diff"], r["recall_diff_se"], signed=True),
+        )
+    return table

@@ -1,7 +1,16 @@
-"""Shared helpers of the benchmark scripts: model choice, synthetic items, clocks, tables.
+"""The shared helpers of the benchmark scripts in bench/ (one package, so no script imports another).
 
-The scripts import this module as a sibling (`import benchutil`): run them as
-`.venv/bin/python bench/<script>.py`, which puts `bench/` on `sys.path`; the tests do the same.
+The scripts import it as a sibling (`import benchutil`): run them as `.venv/bin/python bench/<script>.py`,
+which puts `bench/` on `sys.path`; the tests do the same. This module holds what every script uses
+(model choice, synthetic items, shipped policies, clocks, tables, JSON); its submodules hold what a few
+share:
+
+- `benchutil.shapes`: LLaVA-OneVision-7B's shape without its weights (text config, random prompt,
+  random policy, random decoder layer and language model);
+- `benchutil.rl_runs`: short, identical training runs of the library's `Trainer` and their
+  aggregation (the RL benchmarks);
+- `benchutil.pooled_policy`: a prototype selector that scores pooled tokens, and its quality check
+  (the `overhead.py` benchmark); a prototype, not a library option.
 
 Models (`--model`):
 - `toy`: the shipped, trained toy model (`cacovid/toy/weights`); the default when it is installed;
@@ -116,6 +125,38 @@ def untrained_policy(adapter):
     from cacovid.policy import CaCoVIDPolicy
 
     return CaCoVIDPolicy.from_host(adapter).to(adapter.device).eval()
+
+
+# ---- shipped policies ----------------------------------------------------------------------------
+# Selectors left out of the pre-LLM comparisons: evidence-reading, in-LLM, and the method itself.
+EXCLUDED = ("oracle", "fastv", "cacovid")
+
+
+def world_preset(world: str) -> str:
+    """The `preset=` of a world string; a world without one has no shipped policy to evaluate."""
+    from cacovid.data.synthetic.config import PRESETS, parse_world_overrides
+
+    preset = parse_world_overrides(world).get("preset")
+    if preset not in PRESETS:
+        raise SystemExit(f"world {world!r} names no preset ({', '.join(sorted(PRESETS))})")
+    return preset
+
+
+def policy_dir(preset: str) -> Path:
+    """The folder of the policy shipped for `preset` (exits when it is not installed)."""
+    from cacovid.cli.demo import shipped_policy_dir
+
+    path = shipped_policy_dir(preset)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"no shipped policy for preset {preset!r} at {path}")
+    return path
+
+
+def baseline_names() -> list[str]:
+    """Every registered pre-LLM selector CaCoVID is compared with (all but `EXCLUDED`)."""
+    from cacovid.selectors.registry import available_selectors
+
+    return [n for n in available_selectors() if n not in EXCLUDED]
 
 
 # ---- clocks --------------------------------------------------------------------------------------

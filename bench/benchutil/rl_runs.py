@@ -1,5 +1,6 @@
 """Shared machinery of the RL training benchmarks (`convergence.py`, `reward.py`): short, identical
-training runs of the library's own `Trainer`, each with a validation curve and measured counters.
+training runs of the library's own `Trainer`, each with a validation curve and measured counters, and
+the statistics of reward groups (`group_stats`, also used by `diagnostics/reward_variance.py`).
 
 A run trains a policy with `cacovid.train.Trainer` (nothing of the loop is re-implemented here) and
 records, at every validation point, the items, optimiser steps and **host rollouts** done so far
@@ -31,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
+
+import benchutil
 
 WORLD = "preset=decoys"
 QUESTION_MATCH_DIM = 48  # the question-match width of the shipped decoys policy
@@ -349,6 +351,28 @@ def _config_dict(fields: dict[str, Any]) -> dict[str, Any]:
     from cacovid.train.config import TrainConfig
 
     return TrainConfig(**fields).to_dict()
+
+
+# ---- reward groups -------------------------------------------------------------------------------
+ZERO_STD = 1e-6  # a group whose reward std is below this gives (numerically) no advantage signal
+
+
+def reward_std(x: torch.Tensor) -> float:
+    """Population std of a group's rewards (0 for a single reward)."""
+    return float(x.std(unbiased=False)) if x.numel() > 1 else 0.0
+
+
+def group_stats(rewards: torch.Tensor, modes: torch.Tensor) -> dict[str, Any]:
+    """Mean, std and zero-variance flags of one group of G rewards (all / token / frame mode): the
+    advantages are normalised within each mode's group, so a flat group gives no learning signal."""
+    from cacovid.train.sampling import FRAME, TOKEN
+
+    out: dict[str, Any] = {"mean": float(rewards.mean()), "std": reward_std(rewards)}
+    out["zero_var"] = out["std"] < ZERO_STD
+    for name, mode in (("token", TOKEN), ("frame", FRAME)):
+        sub = rewards[modes == mode]
+        out[f"zero_var_{name}"] = None if sub.numel() < 2 else reward_std(sub) < ZERO_STD
+    return out
 
 
 # ---- aggregation ---------------------------------------------------------------------------------
