@@ -1,6 +1,6 @@
-"""Smoke tests of the benchmark scripts in bench/: each `main(argv)` runs with its smallest settings on a
-tiny random model and returns / prints the table rows it should. No timing is checked here: speed and
-memory figures belong to the benchmarks' own output."""
+"""Smoke tests of the benchmark scripts in bench/ and the diagnostics in bench/diagnostics/: each
+`main(argv)` runs with its smallest settings on a tiny random model and returns / prints the table rows
+it should. No timing is checked here: speed and memory figures belong to the benchmarks' own output."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_prefill_rows(llava_llm, capsys):
 
 
 def test_reward_variance_rows(llava_llm, capsys):
-    mod = _bench("reward_variance")
+    mod = _bench("diagnostics.reward_variance")
     argv = ["--items", "2", "--iterations", "1", "--group-size", "8", "--world", WORLD]
     result = mod.main(argv, adapter=llava_llm)
     assert [r["item"] for r in result["per_item"]] == ["synthetic:train:0", "synthetic:train:1"]
@@ -118,7 +118,7 @@ def test_reward_variance_rows(llava_llm, capsys):
 
 
 def test_gradient_alignment_rows(llava_llm, capsys):
-    mod = _bench("gradient_alignment")
+    mod = _bench("diagnostics.gradient_alignment")
     argv = ["--items", "2", "--start", "0", "--group-size", "8", "--world", WORLD]
     argv += ["--ratios", "0.12", "--rewards", "dense", "--eps", "0.0001,0.05"]
     result = mod.main(argv, adapter=llava_llm)
@@ -142,7 +142,7 @@ def test_gradient_alignment_sign_follows_a_reward_that_is_the_evidence(llava_llm
         return torch.stack([sign * (keep & prompt.evidence_mask).float().sum() for prompt, keep, _ in rows])
 
     monkeypatch.setattr(rewards, "rollout_reward", lambda name: evidence_reward)
-    mod = _bench("gradient_alignment")
+    mod = _bench("diagnostics.gradient_alignment")
     argv = ["--items", "6", "--start", "0", "--group-size", "32", "--world", WORLD]
     argv += ["--ratios", "0.12", "--rewards", "dense", "--eps", "0.0001"]
     result = mod.main(argv, adapter=llava_llm)
@@ -150,7 +150,7 @@ def test_gradient_alignment_sign_follows_a_reward_that_is_the_evidence(llava_llm
 
 
 def test_policy_diagnostics_rows(llava_llm, capsys, tmp_path):
-    mod = _bench("policy_diagnostics")
+    mod = _bench("diagnostics.policy_diagnostics")
     path = tmp_path / "diag.json"
     argv = ["--items", "2", "--world", WORLD, "--ratio", "0.25", "--json", str(path)]
     result = mod.main(argv, adapter=llava_llm)
@@ -163,7 +163,7 @@ def test_policy_diagnostics_rows(llava_llm, capsys, tmp_path):
 
 
 def test_policy_diagnostics_figures_on_known_scores():
-    mod = _bench("policy_diagnostics")
+    mod = _bench("diagnostics.policy_diagnostics")
     T, P = 4, 10
     ev = torch.zeros(T, P, dtype=torch.bool)
     ev[1, :3] = True
@@ -190,7 +190,7 @@ def test_policy_diagnostics_figures_on_known_scores():
 
 
 def test_accuracy_decomposition_rows(llava_llm, capsys, tmp_path):
-    mod = _bench("accuracy_decomposition")
+    mod = _bench("diagnostics.accuracy_decomposition")
     path = tmp_path / "decomposition.json"
     argv = ["--methods", "uniform,random", "--items", "3", "--world", WORLD, "--ratios", "0.5"]
     result = mod.main([*argv, "--json", str(path)], adapter=llava_llm)
@@ -206,7 +206,7 @@ def test_accuracy_decomposition_rows(llava_llm, capsys, tmp_path):
 def test_accuracy_decomposition_masks():
     from cacovid.ops.fill import even_fill
 
-    mod = _bench("accuracy_decomposition")
+    mod = _bench("diagnostics.accuracy_decomposition")
     N = 20
     ev = torch.zeros(N, dtype=torch.bool)
     ev[[2, 3, 4]] = True
@@ -227,7 +227,7 @@ def test_accuracy_decomposition_masks():
 def test_novelty_prior_overrides_the_weight(llava_llm, capsys, tmp_path):
     from cacovid.policy import CaCoVIDPolicy
 
-    mod = _bench("novelty_prior")
+    mod = _bench("diagnostics.novelty_prior")
     CaCoVIDPolicy.from_host(llava_llm, init_scale=1.0).save_pretrained(tmp_path)
     # α = 0 with the score fill is a global top-K by score: with a huge weight the prior decides it.
     (tmp_path / "selection.json").write_text(json.dumps({"alpha": 0.0, "fill": "score"}))

@@ -16,29 +16,31 @@ Reported:
 - wall time of each reward per iteration (one batched call over the G rollouts), median over all
   iterations after one unmeasured warm-up call of each.
 
-    .venv/bin/python bench/reward_variance.py --items 8
+    .venv/bin/python bench/diagnostics/reward_variance.py --items 8
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
 
-ZERO_STD = 1e-6  # a group whose reward std is below this gives (numerically) no advantage signal
-
-
-def _std(x: torch.Tensor) -> float:
-    return float(x.std(unbiased=False)) if x.numel() > 1 else 0.0
+try:
+    import benchutil
+except ModuleNotFoundError:  # run as a script: the shared helper package is in bench/, one folder up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import benchutil
+from benchutil.rl_runs import ZERO_STD, group_stats, reward_std
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    if a.numel() < 2 or _std(a) < ZERO_STD or _std(b) < ZERO_STD:
+    if a.numel() < 2 or reward_std(a) < ZERO_STD or reward_std(b) < ZERO_STD:
         return None
     a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
     return float((a * b).sum() / math.sqrt(float((a * a).sum() * (b * b).sum())))
@@ -51,18 +53,6 @@ def _timed(device: torch.device, fn, *args: Any, **kwargs: Any) -> tuple[Any, fl
     out = fn(*args, **kwargs)
     benchutil.sync(device)
     return out, (time.perf_counter() - start) * 1000.0
-
-
-def group_stats(rewards: torch.Tensor, modes: torch.Tensor) -> dict[str, Any]:
-    """Mean, std and zero-variance flags of one group of G rewards (all / token / frame mode)."""
-    from cacovid.train.sampling import FRAME, TOKEN
-
-    out: dict[str, Any] = {"mean": float(rewards.mean()), "std": _std(rewards)}
-    out["zero_var"] = out["std"] < ZERO_STD
-    for name, mode in (("token", TOKEN), ("frame", FRAME)):
-        sub = rewards[modes == mode]
-        out[f"zero_var_{name}"] = None if sub.numel() < 2 else _std(sub) < ZERO_STD
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +147,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         }
         for name in rewards:
             row[f"{name}_mean"] = sum(float(r.mean()) for r in got[name]) / len(got[name])
-            row[f"{name}_std"] = sum(_std(r) for r in got[name]) / len(got[name])
+            row[f"{name}_std"] = sum(reward_std(r) for r in got[name]) / len(got[name])
         row["accuracy_zero_var"] = sum(g["zero_var"] for g in groups["accuracy"][-args.iterations :])
         row["corr"] = sum(corr) / len(corr) if corr else None
         per_item.append(row)

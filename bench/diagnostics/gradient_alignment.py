@@ -19,19 +19,27 @@ margin ascent direction.
 
 Measured with the policy you pass, since what is informative changes as a policy trains.
 
-    .venv/bin/python bench/gradient_alignment.py --policy src/cacovid/policy/shipped/toy --items 80
+    .venv/bin/python bench/diagnostics/gradient_alignment.py --policy src/cacovid/policy/shipped/toy \
+        --items 80
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
 import torch.nn.functional as F
+
+try:
+    import benchutil
+except ModuleNotFoundError:  # run as a script: the shared helper package is in bench/, one folder up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import benchutil
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ each of `--weights` (0 = the policy's own heads only), beside the training-free 
 (the prior alone), on the same items, ratios and selection options (the policy's `selection.json`).
 A primed policy is worth its training only where it beats both the prior alone and w = 0.
 
-    .venv/bin/python bench/novelty_prior.py --policy src/cacovid/policy/shipped/toy \
+    .venv/bin/python bench/diagnostics/novelty_prior.py --policy src/cacovid/policy/shipped/toy \
         --weights 0,2,4 --items 200 --split val
 """
 
@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
+
+try:
+    import benchutil
+except ModuleNotFoundError:  # run as a script: the shared helper package is in bench/, one folder up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import benchutil
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,18 +16,25 @@ The synthetic world knows the evidence, so four keep-masks of equal size K separ
 Items with more evidence tokens than K are left out (there, every variant is "some of the evidence").
 Variants use the prompt's own token features; a merging selector's `selector` row uses its merged ones.
 
-    .venv/bin/python bench/accuracy_decomposition.py --methods cacovid,uniform \
+    .venv/bin/python bench/diagnostics/accuracy_decomposition.py --methods cacovid,uniform \
         --policy src/cacovid/policy/shipped/toy --items 150 --split val
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
+
+try:
+    import benchutil
+except ModuleNotFoundError:  # run as a script: the shared helper package is in bench/, one folder up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import benchutil
 
 VARIANTS = ("selector", "hits + even", "evidence + picks", "evidence + even")
 

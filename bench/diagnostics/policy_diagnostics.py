@@ -13,18 +13,26 @@ Evidence recall at a retention ρ mixes three things, and each has a different f
 The recall of the policy's own selection settings (`selection.json`) and of docs/method.md's defaults is
 printed beside them. The synthetic world knows the evidence, so every figure is exact per item.
 
-    .venv/bin/python bench/policy_diagnostics.py --policy src/cacovid/policy/shipped/toy --items 60
+    .venv/bin/python bench/diagnostics/policy_diagnostics.py --policy src/cacovid/policy/shipped/toy \
+        --items 60
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import benchutil
 import torch
 from torch import Tensor
+
+try:
+    import benchutil
+except ModuleNotFoundError:  # run as a script: the shared helper package is in bench/, one folder up
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import benchutil
 
 
 def build_parser() -> argparse.ArgumentParser:
