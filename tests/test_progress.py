@@ -112,13 +112,18 @@ def test_skipped_units_count_but_do_not_set_the_pace():
     assert out.getvalue().splitlines()[-1] == "eval 60/100 items (60%) | 20s elapsed | ~1m20s left"
 
 
-def test_resumed_from_a_count():
+def test_the_pace_starts_after_the_first_unit_which_pays_for_the_setup():
     clock = FakeClock()
-    progress, out = _reporter(10, clock, completed=5)
+    progress, out = _reporter(10, clock, completed=5)  # resumed from a count, too
     with progress:
-        clock.now += 4.0
+        clock.now += 40.0  # workers starting, a model loading …
         progress.update(completed=6)
-    assert out.getvalue() == "eval 6/10 items (60%) | 4s elapsed | ~16s left\n"
+        clock.now += 3.0
+        progress.update(completed=7)
+    assert out.getvalue().splitlines() == [
+        "eval 6/10 items (60%) | 40s elapsed",
+        "eval 7/10 items (70%) | 43s elapsed | ~9s left",
+    ]
 
 
 def test_an_unknown_total_reports_by_time_alone():
@@ -134,7 +139,7 @@ def test_an_unknown_total_reports_by_time_alone():
     assert out.getvalue().splitlines() == [
         "distill 2 steps | 40s elapsed",
         "distill 4 steps | 1m20s elapsed",
-        "distill 5/10 steps (50%) | 2m00s elapsed | ~2m00s left",
+        "distill 5/10 steps (50%) | 2m00s elapsed | ~2m05s left",
     ]
 
 

@@ -19,8 +19,9 @@ use it. The whole interface:
             progress.advance(info="3 errors")  # or progress.update(completed=step, info=...)
             progress.log("a message")          # printed above the bar, or as a line of its own
 
+The time left is estimated from the pace since the first unit (which also pays for the loop's setup).
 `skip(n)` counts units that an earlier run already did (a resumed run): they count towards the total
-but not towards the pace that the time left is estimated from. Lines are written from the calls
+but not towards that pace. Lines are written from the calls
 themselves (no thread), so the 30 s rule is checked whenever the count or the info changes.
 """
 
@@ -92,7 +93,10 @@ class Progress:
         self.terminal = _is_terminal(self.stream) if terminal is None else terminal
         self.every_fraction, self.every_seconds, self.clock = every_fraction, every_seconds, clock
         self._start = clock()
-        self._pace_start, self._pace_base = self._start, self.completed  # where the pace is measured from
+        # The pace is measured from the first unit done on: the first one pays for the loop's setup
+        # (workers starting, models loading), which the units left will not.
+        self._pace_start: float | None = None
+        self._pace_base = self.completed
         self._last_line_at, self._last_state = self._start, (self.completed, self.info)
         self._bar: Any = None
         self._task: Any = None
@@ -130,6 +134,8 @@ class Progress:
         """Set the count, the total (known late, or changed) and/or the info text; writes a line when
         the pace rule says so."""
         if completed is not None:
+            if self._pace_start is None and int(completed) != self.completed:
+                self._pace_start, self._pace_base = self.clock(), int(completed)
             self.completed = int(completed)
         if total is not None:
             self.total = int(total)
@@ -155,12 +161,14 @@ class Progress:
         return self.clock() - self._start
 
     def remaining(self) -> float | None:
-        """Estimated seconds left at the pace of this run's units so far (None: not known yet)."""
+        """Estimated seconds left at the pace of this run's units since its first one (None: not
+        known yet, before the second unit)."""
+        if self.total is not None and self.completed >= self.total:
+            return 0.0
         done = self.completed - self._pace_base
-        if self.total is None or done <= 0:
+        if self.total is None or self._pace_start is None or done <= 0:
             return None
-        spent = self.clock() - self._pace_start
-        return max(0, self.total - self.completed) * spent / done
+        return (self.total - self.completed) * (self.clock() - self._pace_start) / done
 
     def line(self) -> str:
         """The plain progress line for the current state (see the module docstring)."""
