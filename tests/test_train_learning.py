@@ -108,16 +108,16 @@ def test_policy_learns_to_rank_rewarded_tokens(sign):
 def test_updater_uses_advantage_eps(monkeypatch):
     # Adam normalises step sizes, so the policy's movement cannot show ε; check the value reaching
     # the advantage computation instead, and that the advantages it returns are the ones stored.
-    import cacovid.train.update as update
+    import cacovid.train.objective as objective
 
     seen = []
-    real = update.group_advantages
+    real = objective.group_advantages
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("eps"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(update, "group_advantages", spy)
+    monkeypatch.setattr(objective, "group_advantages", spy)
     policy, prompt, known = _setup()
     config = _config(group_size=8, iterations=2, advantage_eps=0.05)
     updater = PolicyUpdater(policy, config, total_steps=2)

@@ -15,7 +15,7 @@ from cacovid.scoring import (
     regression_reward,
     rouge_l_f,
 )
-from cacovid.train.rewards import dense_reward, rollout_reward, text_rollout_reward
+from cacovid.train.rewards import REWARDS, dense_reward, rollout_reward, text_rollout_reward
 from cacovid.types import QAItem
 
 OPTS = ["red", "green", "blue", "yellow"]
@@ -148,7 +148,8 @@ def test_dense_reward_is_the_correct_options_probability(video_llm):
 
 
 def test_reward_registry():
-    assert rollout_reward("dense") is dense_reward
+    assert set(REWARDS) >= {"dense", "logodds", "accuracy", "mc", "numeric", "rouge", "regression"}
+    assert REWARDS["dense"].fn is dense_reward
     assert callable(rollout_reward("accuracy"))
     with pytest.raises(ValueError, match="unknown reward"):
         rollout_reward("bleu")

@@ -30,8 +30,6 @@ app = typer.Typer(add_completion=False)
 
 # Keys of a recipe file that are neither command options nor TrainConfig fields.
 RECIPE_NOTES = ("description",)
-# Command options that a recipe cannot set.
-_NOT_IN_RECIPES = ("config", "print_config")
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -59,10 +57,101 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _typed(name: str, value: Any, hint: Any, nullable: bool) -> Any:
-    """A recipe's value for option or field `name` of type `hint`, checked (ints pass as floats)."""
+def _run_knob(default: Any, help: str, flags: str | None = None) -> Any:
+    meta = {"help": help}
+    if flags is not None:
+        meta["flags"] = flags
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What a training run trains on and with (the training settings themselves are `TrainConfig`)."""
+
+    model: str = _run_knob("toy", "video LLM name or path (see cacovid.models.load_video_llm)")
+    data: str = _run_knob(
+        "synthetic", "'synthetic', a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md)"
+    )
+    world: str | None = _run_knob(
+        None,
+        "synthetic world KEY=VALUE[,KEY=VALUE…]; default preset=decoys, whose values other keys change; "
+        "preset=classic[,KEY=VALUE…] for the classic world",
+    )
+    split: str = _run_knob("train", "synthetic split to train on")
+    n_items: int | None = _run_knob(None, "number of training items (synthetic default 200)")
+    val_data: str | None = _run_knob(None, "validation Video-R1 JSON (default: synthetic 'val' split)")
+    val_items: int = _run_knob(32, "number of validation items (0: no validation)")
+    out: str = _run_knob("runs/cacovid", "output directory")
+    resume: bool = _run_knob(True, "continue from OUT/checkpoint", flags="--resume/--no-resume")
+    stop_at: int | None = _run_knob(
+        None,
+        "stop once this many items are trained, with a checkpoint there (OUT/checkpoint/policy); the "
+        "schedule stays sized for all items",
+    )
+    init_policy: str | None = _run_knob(None, "start from a saved policy instead of a fresh one")
+    val_selection: str | None = _run_knob(
+        None,
+        "policy folder whose selection.json validation uses (default: init_policy's; 'defaults': α 0.5 "
+        "with the even fill, docs/method.md §3)",
+    )
+    novelty_weight: float | None = _run_knob(
+        None,
+        "weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
+        "init_policy's, 0 for a fresh policy)",
+    )
+    device: str = _run_knob("cpu", "device of the host and the policy")
+    attn_implementation: str | None = _run_knob(
+        None,
+        "attention kernel of the host (and of the policy's copied layer): eager, sdpa, flash_attention_2 "
+        "(needs flash-attn); default: transformers'",
+    )
+    device_map: str | None = _run_knob(
+        None, "from_pretrained device map of the host: 'auto', a device, or a JSON object (policy: device)"
+    )
+    threads: int | None = _run_knob(None, "torch CPU threads (1 is fastest for tiny models on busy CPUs)")
+    progress: bool = _run_knob(True, "show progress", flags="--progress/--no-progress")
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    return tuple(k for k in (typing.get_args(hint) or (hint,)) if k is not type(None))
+
+
+def _cli_type(hint: Any) -> Any:
+    """The command line's type for a field: its own for bool/int/float/str, text for the rest
+    (optional numbers take 'none', tuples take comma-separated values)."""
+    kinds = _kinds(hint)
+    if (
+        len(kinds) == 1
+        and kinds[0] in (bool, int, float, str)
+        and not (kinds[0] is float and type(None) in typing.get_args(hint))
+    ):
+        return kinds[0]
+    return str
+
+
+def _from_text(name: str, text: str, hint: Any) -> Any:
+    """A text option's value: 'none' for an optional field, comma-separated numbers for a tuple."""
+    if type(None) in typing.get_args(hint) and text.strip().lower() == "none":
+        return None
+    if typing.get_origin(hint) is tuple or tuple in _kinds(hint):
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected comma-separated numbers, got {text!r}", param_hint=f"--{name}"
+            ) from None
+    for kind in _kinds(hint):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            continue
+    raise typer.BadParameter(f"cannot read {text!r}", param_hint=f"--{name.replace('_', '-')}")
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """A recipe's value for field `name` of type `hint`, checked (ints pass as floats, lists as tuples)."""
     kinds = typing.get_args(hint) or (hint,)
-    if value is None and (nullable or type(None) in kinds):
+    if value is None and type(None) in kinds:
         return None
     if isinstance(value, bool):
         if bool in kinds:
@@ -73,45 +162,104 @@ def _typed(name: str, value: Any, hint: Any, nullable: bool) -> Any:
         return float(value)
     elif isinstance(value, str) and str in kinds:
         return value
+    elif isinstance(value, str) and (typing.get_origin(hint) is tuple or tuple in kinds):
+        return _from_text(name, value, hint)
+    elif (
+        isinstance(value, (list, tuple))
+        and typing.get_origin(hint) is tuple
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return tuple(float(v) for v in value)
     shown = getattr(hint, "__name__", str(hint))
     raise typer.BadParameter(f"recipe key {name!r}: expected {shown}, got {value!r}", param_hint="--config")
 
 
-def resolve_options(
-    ctx: typer.Context, options: dict[str, Any], recipe: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(command options, other TrainConfig fields) of a run: `options` as parsed, with `recipe`'s
-    values for every option not given on the command line.
-
-    Unknown recipe keys are an error that names them.
-    """
+def _settings() -> dict[str, tuple[type, dataclasses.Field, Any]]:
+    """Every option of the command, by Python name: (its dataclass, field, type hint)."""
     from cacovid.train.config import TrainConfig
 
-    fields = typing.get_type_hints(TrainConfig)
-    hints = typing.get_type_hints(train)
-    settable = set(options) - set(_NOT_IN_RECIPES)
-    unknown = sorted(set(recipe) - settable - set(fields) - set(RECIPE_NOTES))
+    out: dict[str, tuple[type, dataclasses.Field, Any]] = {}
+    for cls in (RunOptions, TrainConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f.name] = (cls, f, hints[f.name])
+    return out
+
+
+def _shown_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value) or "(none)"
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _signature() -> inspect.Signature:
+    """The command's signature, one typer option per field of RunOptions and TrainConfig, every
+    default None ("not given": a recipe's value or the field's default applies)."""
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=typing.Optional[Path],  # noqa: UP045 - typer reads this annotation at run time
+            default=typer.Option(
+                None,
+                help="recipe file (.json or .yaml): options spelt as Python names (n_items, adapt_ratio, …); "
+                "options given here override it",
+            ),
+        ),
+        inspect.Parameter(
+            "print_config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--print-config",
+                help="print the resolved training config and run options as JSON, then stop",
+            ),
+        ),
+    ]
+    for name, (_, f, hint) in _settings().items():
+        kind = _cli_type(hint)
+        flags = [f.metadata["flags"]] if "flags" in f.metadata else []
+        default = f.default
+        help_text = f"{f.metadata.get('help', '')} [default: {_shown_default(default)}]"
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Optional[kind],  # noqa: UP045 - typer reads this annotation at run time
+                default=typer.Option(None, *flags, help=help_text, show_default=False),
+            )
+        )
+    return inspect.Signature(params)
+
+
+def resolve_options(given: dict[str, Any], recipe: dict[str, Any]) -> tuple[RunOptions, Any]:
+    """(run options, TrainConfig) of a run: the command line's values (`given`, None: not given), else
+    the recipe's, else the fields' defaults. Unknown recipe keys and invalid values are usage errors."""
+    from cacovid.train.config import TrainConfig
+
+    settings = _settings()
+    unknown = sorted(set(recipe) - set(settings) - set(RECIPE_NOTES))
     if unknown:
         raise typer.BadParameter(
             f"unknown recipe keys {unknown}: a recipe holds `cacovid train` options spelt as Python "
             "names (n_items for --n-items), TrainConfig fields and a description",
             param_hint="--config",
         )
-    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
-    resolved, extra = dict(options), {}
-    for key, value in recipe.items():
-        if key in RECIPE_NOTES:
-            continue
-        if key not in settable:
-            extra[key] = _typed(key, value, fields[key], nullable=False)
-            continue
-        source = ctx.get_parameter_source(key)
-        if source is not None and source.name == "COMMANDLINE":
-            continue  # the command line wins
-        if key == "val_ratios" and isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        resolved[key] = _typed(key, value, hints[key], nullable=getattr(defaults[key], "default", 0) is None)
-    return resolved, extra
+    values: dict[type, dict[str, Any]] = {RunOptions: {}, TrainConfig: {}}
+    for name, (cls, _, hint) in settings.items():
+        if given.get(name) is not None:
+            value = given[name]
+            if isinstance(value, str) and _cli_type(hint) is str and str not in _kinds(hint):
+                value = _from_text(name, value, hint)
+            values[cls][name] = value
+        elif name in recipe:
+            values[cls][name] = _typed(name, recipe[name], hint)
+    try:
+        return RunOptions(**values[RunOptions]), TrainConfig(**values[TrainConfig])
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
 
 
 def _validation_selection(val_selection: str | None, init_policy: str | None) -> dict:
@@ -129,164 +277,49 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
     return selection_options(source)
 
 
-@app.callback(invoke_without_command=True)
-def train(
-    ctx: typer.Context,
-    config: Path = typer.Option(
-        None,
-        help="recipe file (.json or .yaml): command options (as n_items, adapt_ratio, …) and "
-        "TrainConfig fields; options given here override it",
-    ),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="print the resolved training config and run options as JSON, then stop"
-    ),
-    model: str = typer.Option("toy", help="video LLM name or path (see cacovid.models.load_video_llm)"),
-    data: str = typer.Option(
-        "synthetic", help="'synthetic', a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md)"
-    ),
-    world: str = typer.Option(
-        None,
-        help="synthetic world KEY=VALUE[,KEY=VALUE…]; default preset=decoys, whose values other keys "
-        "change; preset=classic[,KEY=VALUE…] for the classic world",
-    ),
-    split: str = typer.Option("train", help="synthetic split to train on"),
-    n_items: int = typer.Option(None, help="number of training items (synthetic default 200)"),
-    val_data: str = typer.Option(None, help="validation Video-R1 JSON (default: synthetic 'val' split)"),
-    val_items: int = typer.Option(32, help="number of validation items (0: no validation)"),
-    out: str = typer.Option("runs/cacovid", help="output directory"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint"),
-    stop_at: int = typer.Option(
-        None,
-        help="stop once this many items are trained, with a checkpoint there (OUT/checkpoint/policy); "
-        "the schedule stays sized for all items",
-    ),
-    init_policy: str = typer.Option(None, help="start from a saved policy instead of a fresh one"),
-    val_selection: str = typer.Option(
-        None,
-        help="policy folder whose selection.json validation uses (default: --init-policy's; "
-        "'defaults': α 0.5 with the even fill, docs/method.md §3)",
-    ),
-    novelty_weight: float = typer.Option(
-        None,
-        help="weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
-        "--init-policy's, 0 for a fresh policy, i.e. the policy of docs/method.md §2)",
-    ),
-    group_size: int = typer.Option(32, help="rollouts G per iteration"),
-    ratio: float = typer.Option(0.02, help="initial training retention r"),
-    ratio_min: float = typer.Option(0.01),
-    ratio_max: float = typer.Option(0.12),
-    adapt_ratio: bool = typer.Option(True, "--adapt-ratio/--fixed-ratio"),
-    iterations: int = typer.Option(5, help="iterations I per item"),
-    band_group: int = typer.Option(2, help="band group size g"),
-    band_beta: float = typer.Option(2.0, help="band cap β"),
-    frame_fraction: float = typer.Option(0.125, help="frame-mode fraction f"),
-    frame_share: float = typer.Option(0.25, help="share of the G rollouts drawn in frame mode"),
-    sampler: str = typer.Option(
-        "modes",
-        help='"modes" (token, frame and content modes, docs/method.md §4) or "naive" (an ablation: '
-        "every rollout draws its tokens from softmax(s) over the whole video; needs --frame-share 0 "
-        "and content_rollout false in the recipe)",
-    ),
-    lr: float = typer.Option(1e-4, help="head learning rate (copied layer: --layer-lr-scale × lr)"),
-    layer_lr_scale: float = typer.Option(0.1, help="copied-layer learning rate, as a multiple of --lr"),
-    epochs: int = typer.Option(1),
-    seed: int = typer.Option(0),
-    reward: str = typer.Option("accuracy", help="accuracy | mc | numeric | rouge | regression | dense"),
-    kl_coef: float = typer.Option(
-        0.0, help="weight of KL(π ‖ Bernoulli(0.5)); > 0 keeps keep-probabilities from saturating"
-    ),
-    advantage_eps: float = typer.Option(
-        1e-4, help="ε in A = (R − mean)/(std + ε); ~0.05 keeps near-constant dense-reward groups quiet"
-    ),
-    checkpoint_every: int = typer.Option(50),
-    val_every: int = typer.Option(50),
-    val_ratios: str = typer.Option("0.25,0.1", help="comma-separated validation ratios"),
-    blind_filter: bool = typer.Option(True, "--blind-filter/--no-blind-filter"),
-    device: str = typer.Option("cpu"),
-    attn_implementation: str = typer.Option(
-        None,
-        "--attn-implementation",
-        help="attention kernel of the host (and of the policy's copied layer): eager, sdpa, "
-        "flash_attention_2 (needs flash-attn); default: transformers'",
-    ),
-    device_map: str = typer.Option(
-        None,
-        "--device-map",
-        help="from_pretrained device map of the host: 'auto', a device, or a JSON object; the policy "
-        "stays on --device",
-    ),
-    threads: int = typer.Option(None, help="torch CPU threads (1 is fastest for tiny models on busy CPUs)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Train a CaCoVID policy (docs/method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/."""
-    options = {k: v for k, v in locals().items() if k != "ctx"}
+def train(ctx: typer.Context, config: Path | None = None, print_config: bool = False, **given: Any) -> None:
+    """Train a CaCoVID policy (docs/method.md §4); writes OUT/log.jsonl, OUT/checkpoint/, OUT/policy/.
+
+    Every option but --config and --print-config is a field of `RunOptions` or `TrainConfig`."""
     recipe = read_recipe(config) if config is not None else {}
-    o, extra = resolve_options(ctx, options, recipe)
-    if o["stop_at"] is not None and o["stop_at"] < 1:
+    options, train_config = resolve_options(given, recipe)
+    if options.stop_at is not None and options.stop_at < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--stop-at")
-    check_model_options(o)
-    run(o, extra)
+    check_model_options(options)
+    run(options, train_config, print_config=print_config)
 
 
-def check_model_options(o: dict[str, Any]) -> None:
+train.__signature__ = _signature()
+app.callback(invoke_without_command=True)(train)
+
+
+def check_model_options(o: RunOptions) -> None:
     """Check --attn-implementation and --device-map (from the command line or a recipe) before any
     weights load: a usage error naming the option."""
     from cacovid.models.options import check_attn_implementation, parse_device_map
 
     try:
-        check_attn_implementation(o["attn_implementation"])
+        check_attn_implementation(o.attn_implementation)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--attn-implementation") from None
     try:
-        parse_device_map(o["device_map"])
+        parse_device_map(o.device_map)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--device-map") from None
 
 
-def build_train_config(o: dict[str, Any], extra: dict[str, Any]):
-    """The TrainConfig of resolved command options `o` and further TrainConfig fields `extra`."""
-    from cacovid.train.config import TrainConfig
-    from cacovid.types import parse_ratios
-
-    try:  # an empty list turns validation off, as --val-items 0 does
-        val_ratio_list = tuple(parse_ratios(o["val_ratios"])) if o["val_ratios"].strip() else ()
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--val-ratios") from e
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"ratio_min", "ratio_max", "val_ratios"}
-    fields = {k: v for k, v in o.items() if k in names}
-    try:
-        return TrainConfig(
-            **fields,
-            ratio_min=min(o["ratio_min"], o["ratio"]),
-            ratio_max=max(o["ratio_max"], o["ratio"]),
-            val_ratios=val_ratio_list,
-            **extra,
-        )
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
-
-
-# The run options `--print-config` shows beside the training config.
-_RUN_KEYS = (
-    "model", "data", "world", "split", "n_items", "val_data", "val_items", "out", "resume", "stop_at",
-    "init_policy", "val_selection", "novelty_weight", "device", "attn_implementation", "device_map",
-    "threads",
-)  # fmt: skip
-
-
-def run(o: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Train with resolved command options `o` and further TrainConfig fields `extra` (on every
-    process of a multi-process launch; docs/scale-out.md)."""
-    config = build_train_config(o, extra)
-    if o["print_config"]:
-        shown = {"train_config": config.to_dict(), "run": {k: o[k] for k in _RUN_KEYS}}
+def run(options: RunOptions, config, *, print_config: bool = False) -> None:
+    """Train with run options and a TrainConfig (on every process of a multi-process launch;
+    docs/scale-out.md)."""
+    if print_config:
+        shown = {"train_config": config.to_dict(), "run": dataclasses.asdict(options)}
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
         return
 
     from cacovid.distributed import joined, process_device
 
-    with joined(o["device"]) as processes:
-        _train(o, config, processes, process_device(o["device"], processes))
+    with joined(options.device) as processes:
+        _train(options, config, processes, process_device(options.device, processes))
 
 
 def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
@@ -320,7 +353,7 @@ def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
         )
 
 
-def _train(o: dict[str, Any], config, processes, device: str) -> None:
+def _train(o: RunOptions, config, processes, device: str) -> None:
     """The run of `run` on one of its processes (all of them when launched with several)."""
     from rich.console import Console
     from rich.table import Table
@@ -332,43 +365,43 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
     from cacovid.train.trainer import Trainer
 
     console = Console(stderr=True, quiet=not processes.is_main)  # process 0 speaks for the run
-    out = Path(o["out"])
+    out = Path(o.out)
     if processes.distributed:
         console.print(f"{processes.world_size} processes; items split round-robin (docs/scale-out.md)")
-    if o["threads"] is not None:
+    if o.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, o["threads"]))
-    data, world, val_items = o["data"], o["world"], o["val_items"]
+        torch.set_num_threads(max(1, o.threads))
+    data, world, val_items = o.data, o.world, o.val_items
     try:
         # Training and tuning do not key anything by item id, so a file's ids may repeat.
         source = source_from_args(
-            data, split=o["split"], world=world, n=o["n_items"], synthetic_n=200, unique_ids=False
+            data, split=o.split, world=world, n=o.n_items, synthetic_n=200, unique_ids=False
         )
         train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:
             vals: Sequence = []
-        elif o["val_data"]:
-            vals = source_from_args(o["val_data"], split="val", n=val_items, unique_ids=False).sequence
+        elif o.val_data:
+            vals = source_from_args(o.val_data, split="val", n=val_items, unique_ids=False).sequence
         elif data == "synthetic":
             vals = source_from_args("synthetic", split="val", world=world, n=val_items).sequence
         else:
             vals = []
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    if o["resume"]:
+    if o.resume:
         _check_same_world(out, world_cfg)
-    console.print(f"loading [bold]{o['model']}[/bold] …")
+    console.print(f"loading [bold]{o.model}[/bold] …")
     try:
         llm = load_video_llm(
-            o["model"],
+            o.model,
             device=device,
-            attn_implementation=o["attn_implementation"],
-            device_map=parse_device_map(o["device_map"]),
+            attn_implementation=o.attn_implementation,
+            device_map=parse_device_map(o.device_map),
         )
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--model") from e
-    init_policy, novelty_weight = o["init_policy"], o["novelty_weight"]
+    init_policy, novelty_weight = o.init_policy, o.novelty_weight
     try:
         if init_policy is not None:
             policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
@@ -382,7 +415,7 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if world_cfg is not None and processes.is_main:
         (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
-    selection = _validation_selection(o["val_selection"], init_policy)
+    selection = _validation_selection(o.val_selection, init_policy)
     trainer = Trainer(
         llm,
         policy,
@@ -390,13 +423,13 @@ def _train(o: dict[str, Any], config, processes, device: str) -> None:
         train_items,
         vals,
         out,
-        resume=o["resume"],
-        progress=o["progress"],
+        resume=o.resume,
+        progress=o.progress,
         val_selection=selection,
         processes=processes,
     )
     try:
-        summary = trainer.fit(stop_at=o["stop_at"])
+        summary = trainer.fit(stop_at=o.stop_at)
     except ValueError as e:  # e.g. a checkpoint this run cannot continue: say why, no traceback
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e

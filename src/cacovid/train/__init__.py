@@ -9,19 +9,21 @@ from cacovid.scoring import (
     rouge_l_f,
 )
 from cacovid.train.config import TrainConfig
-from cacovid.train.objective import Memory, group_advantages, policy_loss
-from cacovid.train.rewards import dense_reward, rollout_reward
-from cacovid.train.sampling import Rollouts, SamplingConfig, sample_rollouts
+from cacovid.train.objective import ADVANTAGES, Memory, group_advantages, policy_loss
+from cacovid.train.rewards import REWARDS, dense_reward, rollout_reward
+from cacovid.train.sampling import SAMPLERS, Rollouts, sample_rollouts
 from cacovid.train.trainer import Trainer
 from cacovid.train.update import PolicyUpdater
 from cacovid.train.validation import blind_filter, validate_selector
 
 __all__ = [
+    "ADVANTAGES",
+    "REWARDS",
+    "SAMPLERS",
     "TEXT_REWARDS",
     "Memory",
     "PolicyUpdater",
     "Rollouts",
-    "SamplingConfig",
     "TrainConfig",
     "Trainer",
     "accuracy_reward",

@@ -76,3 +76,42 @@ def load_checkpoint(path: Path, policy: CaCoVIDPolicy) -> tuple[dict[str, Any], 
         )
     state = torch.load(path / STATE_NAME, weights_only=True)
     return state, (path / "train_config.json").read_text()
+
+
+# Options that training no longer has, with the one value that computes what training does now: a
+# checkpoint that recorded them at that value resumes, any other value is a run this code cannot continue.
+RETIRED_FIELDS: dict[str, Any] = {
+    "token_scope": "frame",
+    "frame_fill": "density",
+    "frame_token_credit": False,
+    "token_objective": "surrogate",
+}
+# Options added after checkpoints were first written, with the value that computes what training did
+# before them: a checkpoint that lacks one was trained with that value.
+ADDED_FIELDS: dict[str, Any] = {
+    "sampler": "modes",
+    "items_per_step": 1,
+    "adapt_factor": 2.0,
+    "adapt_smoothing": 0.0,
+    "adapt_vs_chance": False,
+    "advantage": "group",
+    "band_floor": 0.05,
+    "in_band_clamp": [0.5, 2.0],
+    "frame_floor": 0.5,
+    "frame_cap": 4.0,
+    "dpc_neighbors": 4,
+}
+
+
+def migrate_config(saved: dict[str, Any], where: Path | str) -> dict[str, Any]:
+    """A checkpoint's saved training config in today's terms: retired options dropped (refused unless
+    they hold the value that computes what training does now), added options filled with the value
+    that reproduces what the checkpoint was trained with."""
+    retired = sorted(k for k, v in RETIRED_FIELDS.items() if k in saved and saved[k] != v)
+    if retired:
+        raise ValueError(
+            f"cannot resume {where}: it was trained with options this version no longer has: "
+            + ", ".join(f"{k}={saved[k]!r}" for k in retired)
+        )
+    kept = {k: v for k, v in saved.items() if k not in RETIRED_FIELDS}
+    return {**ADDED_FIELDS, **kept}

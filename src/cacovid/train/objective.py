@@ -9,12 +9,17 @@ keep decisions is not drowned by thousands of drops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from cacovid.train.sampling import CONTENT, FRAME, TOKEN
+from cacovid.train.sampling import CONTENT, FRAME, TOKEN, LogProb
+
+if TYPE_CHECKING:
+    from cacovid.train.config import TrainConfig
 
 
 def group_advantages(
@@ -43,6 +48,22 @@ def group_advantages(
         mean, std = ref.mean(), ref.std(unbiased=False)
         adv[member] = (r[member] - mean) / (std + eps)
     return adv.float()
+
+
+Advantages = Callable[[Tensor, Tensor, "TrainConfig"], Tensor]
+
+
+def group_std_advantages(rewards: Tensor, modes: Tensor, config: TrainConfig) -> Tensor:
+    """docs/method.md §4 step 4: `group_advantages` with the config's content baseline and ε."""
+    return group_advantages(
+        rewards, modes, content_baseline=config.content_baseline, eps=config.advantage_eps
+    )
+
+
+# Advantage estimators by name (`TrainConfig.advantage`): (rewards (G,), modes (G,), config) → (G,).
+ADVANTAGES: dict[str, Advantages] = {
+    "group": group_std_advantages,
+}
 
 
 def decision_logprobs(logits: Tensor, decisions: Tensor) -> Tensor:
@@ -83,12 +104,14 @@ def clipped_surrogate(
 
 @dataclass
 class Memory:
-    """An item's rollouts so far: masks (R, N) bool, frames (R, T) bool, modes (R,), advantages (R,)."""
+    """An item's rollouts so far: masks (R, N) bool, frames (R, T) bool, modes (R,), advantages (R,);
+    `orders`: each appended group's draw order (G_i, K_i), for samplers with exact log-probabilities."""
 
     masks: Tensor
     frames: Tensor
     modes: Tensor
     advantages: Tensor
+    orders: tuple[Tensor, ...] = field(default=())
 
     @classmethod
     def empty(cls, n_tokens: int, n_frames: int, device: torch.device | str = "cpu") -> Memory:
@@ -99,13 +122,16 @@ class Memory:
             torch.zeros(0, dtype=torch.float32, device=device),
         )
 
-    def append(self, masks: Tensor, frames: Tensor, modes: Tensor, advantages: Tensor) -> Memory:
+    def append(
+        self, masks: Tensor, frames: Tensor, modes: Tensor, advantages: Tensor, order: Tensor | None = None
+    ) -> Memory:
         dev = self.masks.device
         return Memory(
             torch.cat([self.masks, masks.to(dev)]),
             torch.cat([self.frames, frames.to(dev)]),
             torch.cat([self.modes, modes.to(dev)]),
             torch.cat([self.advantages, advantages.float().to(dev)]),
+            self.orders if order is None else (*self.orders, order.to(dev)),
         )
 
     def __len__(self) -> int:
@@ -190,3 +216,41 @@ def bernoulli_kl_to_half(logits: Tensor) -> Tensor:
     """Mean over decisions of KL(π ‖ Bernoulli(0.5)) = Σ_a π_a log π_a + log 2, from (M, 2) logits."""
     lp = torch.log_softmax(logits.float(), dim=-1)
     return (lp.exp() * lp).sum(-1).mean() + torch.log(torch.tensor(2.0))
+
+
+def exact_policy_loss(
+    token_scores: Tensor,
+    old_token_scores: Tensor,
+    memory: Memory,
+    log_prob: LogProb,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    dual_clip: float | None = None,
+) -> LossOutput:
+    """Clipped surrogate on the exact log-probability of each drawn rollout (docs/method.md §6).
+
+    For samplers whose `log_prob` is the probability of the draws they make (`Sampler.log_prob`), the
+    policy gradient needs no per-token surrogate: ρ_j = exp((log π(o_j) − log π_old(o_j)) / K_j), one
+    ratio per rollout, its log averaged over the K_j drawn tokens so that clipping acts on a per-token
+    scale; L = −mean_j min(ρ_j A_j, clip(ρ_j) A_j). On fresh rollouts (ρ = 1) its gradient is the
+    REINFORCE estimate −mean_j A_j ∇log π(o_j) / K_j. `token_scores` (N,) carries gradients.
+    """
+    if not memory.orders:
+        raise ValueError("the exact objective needs the rollouts' draw orders (Rollouts.order)")
+    new, old, size = [], [], []
+    for order in memory.orders:
+        new.append(log_prob(token_scores, order))
+        old.append(log_prob(old_token_scores.detach(), order))
+        size.append(torch.full((order.shape[0],), float(order.shape[1]), device=order.device))
+    per_token = torch.cat(size).to(token_scores.device)
+    logp_new = (torch.cat(new) / per_token).unsqueeze(1)
+    logp_old = (torch.cat(old) / per_token).unsqueeze(1)
+    if logp_new.shape[0] != memory.advantages.shape[0]:
+        raise ValueError(f"{logp_new.shape[0]} draw orders for {memory.advantages.shape[0]} advantages")
+    surr, was_clipped = clipped_surrogate(
+        logp_new, logp_old, memory.advantages, clip_low, clip_high, dual_clip
+    )
+    loss = -surr.mean()
+    zero = loss * 0.0
+    return LossOutput(loss, loss, zero, zero, float(was_clipped.float().mean()))

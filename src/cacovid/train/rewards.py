@@ -1,15 +1,23 @@
 """Rollout rewards (docs/method.md §4 step 3, §6): what the trainer calls, one number per rollout.
 
-`RolloutReward` is (adapter, rows, item) → (G,) rewards, with all G rollouts of an iteration in
-**one** batched adapter call. A text reward (`cacovid.scoring`: option letter, number, ROUGE-L F)
-scores greedily generated answers. The dense reward skips generation: it asks the frozen model for
-the log-likelihood of every candidate answer in one teacher-forced pass and returns the probability
-of the correct one (normalised per item, so it lies in [0, 1] like accuracy).
+A reward function is (adapter, rows, item, max_new_tokens) → (G,) rewards, with all G rollouts of an
+iteration in **one** batched adapter call. `REWARDS` holds them by name (`TrainConfig.reward`):
+- the text rewards (`cacovid.scoring`: option letter, number, ROUGE-L F) score greedily generated
+  answers;
+- "dense" skips generation: one teacher-forced pass gives the log-likelihood of every candidate
+  answer, and the reward is the probability of the correct one;
+- "logodds" is the same pass read as the log-odds of the correct option against the others, which
+  keeps separating rollouts when p(correct) is near 1 or 0, where the probability saturates.
+Each entry also says how its reward reads as a probability of answering correctly (`Reward.success`),
+which the adaptive training retention follows. `TrainConfig.reward` may instead name any function
+`pkg.mod:fn` with the (adapter, rows, item) signature of `RolloutReward`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,9 +28,19 @@ from cacovid.types import QAItem
 if TYPE_CHECKING:
     from cacovid.models.base import Row, VideoLLM
 
-__all__ = ["RolloutReward", "dense_reward", "rollout_reward", "text_rollout_reward"]
+__all__ = [
+    "REWARDS",
+    "Reward",
+    "RolloutReward",
+    "dense_reward",
+    "logodds_reward",
+    "reward_names",
+    "rollout_reward",
+    "text_rollout_reward",
+]
 
 RolloutReward = Callable[["VideoLLM", Sequence["Row"], QAItem], torch.Tensor]
+LOGODDS_CLAMP = 12.0  # |log-odds| beyond this carries no more signal and only adds variance
 
 
 def text_rollout_reward(fn: TextReward, max_new_tokens: int = 4) -> RolloutReward:
@@ -36,7 +54,19 @@ def text_rollout_reward(fn: TextReward, max_new_tokens: int = 4) -> RolloutRewar
     return reward
 
 
-def dense_reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.Tensor:
+def _option_logprobs(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> tuple[torch.Tensor, int]:
+    """(G, n_options) candidate log-likelihoods from one teacher-forced pass, and the correct index."""
+    letters = list(LETTERS[: len(item.options)])
+    want = item.solution.strip().upper()[:1]
+    if want not in letters:
+        raise ValueError(f"item {item.id}: solution {item.solution!r} is not one of {letters}")
+    candidates = list(item.options) if item.answer_format == "option" else letters
+    return adapter.answer_logprobs_rows(rows, candidates).float(), letters.index(want)
+
+
+def dense_reward(
+    adapter: VideoLLM, rows: Sequence[Row], item: QAItem, max_new_tokens: int = 4
+) -> torch.Tensor:
     """(G,) probability of the correct answer from one teacher-forced pass (no generation).
 
     Multiple choice: softmax over the candidates' log-likelihoods, at the correct one; the
@@ -45,22 +75,88 @@ def dense_reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.
     Otherwise: the solution's per-token probability exp(log p / n_tokens).
     """
     if item.problem_type == "multiple choice" and item.options:
-        letters = list(LETTERS[: len(item.options)])
-        want = item.solution.strip().upper()[:1]
-        if want not in letters:
-            raise ValueError(f"item {item.id}: solution {item.solution!r} is not one of {letters}")
-        candidates = list(item.options) if item.answer_format == "option" else letters
-        lp = adapter.answer_logprobs_rows(rows, candidates).float()  # (G, n_options)
-        return torch.softmax(lp, dim=-1)[:, letters.index(want)]
+        lp, correct = _option_logprobs(adapter, rows, item)
+        return torch.softmax(lp, dim=-1)[:, correct]
     lp = adapter.answer_logprobs_rows(rows, [item.solution]).float()[:, 0]  # (G,)
     n_tok = max(1, len(adapter.tokenizer(item.solution, add_special_tokens=False)["input_ids"]))
     return torch.exp(lp / n_tok)
 
 
+def logodds_reward(
+    adapter: VideoLLM, rows: Sequence[Row], item: QAItem, max_new_tokens: int = 4
+) -> torch.Tensor:
+    """(G,) log-odds of the correct option against the others, log p_c − log Σ_{o≠c} p_o, clamped to
+    ±`LOGODDS_CLAMP` (multiple choice only; one teacher-forced pass, like `dense_reward`).
+
+    σ(reward) is the dense reward's p(correct), so the two rank rollouts alike; the log-odds keeps a
+    usable difference between rollouts where p is 0.98 and 0.999, or 0.01 and 0.001.
+    """
+    if item.problem_type != "multiple choice" or not item.options:
+        raise ValueError(f"item {item.id}: the log-odds reward needs a multiple-choice item")
+    lp, c = _option_logprobs(adapter, rows, item)
+    others = torch.cat([lp[:, :c], lp[:, c + 1 :]], dim=1)
+    return (lp[:, c] - torch.logsumexp(others, dim=1)).clamp(-LOGODDS_CLAMP, LOGODDS_CLAMP)
+
+
+def _generated(fn: TextReward) -> Callable[..., torch.Tensor]:
+    """A table entry for a text reward: generates `max_new_tokens` per rollout, then scores the text."""
+
+    def reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem, max_new_tokens: int = 4) -> torch.Tensor:
+        return text_rollout_reward(fn, max_new_tokens)(adapter, rows, item)
+
+    reward.__name__ = f"text:{getattr(fn, '__name__', 'reward')}"
+    return reward
+
+
+def _identity(rewards: torch.Tensor) -> torch.Tensor:
+    return rewards
+
+
+@dataclass(frozen=True)
+class Reward:
+    """One entry of `REWARDS`: `fn(adapter, rows, item, max_new_tokens)` → (G,) rewards, and
+    `success(rewards)` → (G,) probability of a correct answer (what retention control reads)."""
+
+    fn: Callable[..., torch.Tensor]
+    success: Callable[[torch.Tensor], torch.Tensor] = _identity
+
+
+# Rollout rewards by name (`TrainConfig.reward`). Adding one: a function above, an entry here, a test
+# in tests/test_train_rewards.py.
+REWARDS: dict[str, Reward] = {
+    **{name: Reward(_generated(fn)) for name, fn in TEXT_REWARDS.items()},
+    "dense": Reward(dense_reward),
+    "logodds": Reward(logodds_reward, success=torch.sigmoid),
+}
+
+
+def reward_names() -> list[str]:
+    return list(REWARDS)
+
+
+def reward_spec(name: str) -> Reward:
+    """The table entry of `name`, or a `pkg.mod:fn` import path taken as a (adapter, rows, item)
+    reward whose values are probabilities of success."""
+    if name in REWARDS:
+        return REWARDS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown reward {name!r}; choose from {reward_names()} or pkg.mod:fn")
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward {name!r}: cannot import {attr} from {module} ({e})") from e
+    if not callable(fn):
+        raise ValueError(f"reward {name!r} is not callable")
+    return Reward(lambda adapter, rows, item, max_new_tokens=4: fn(adapter, rows, item))
+
+
 def rollout_reward(name: str, max_new_tokens: int = 4) -> RolloutReward:
-    """The named rollout reward: "dense" or one of the text rewards (generated answers)."""
-    if name == "dense":
-        return dense_reward
-    if name not in TEXT_REWARDS:
-        raise ValueError(f"unknown reward {name!r}; choose from {['dense', *TEXT_REWARDS]}")
-    return text_rollout_reward(TEXT_REWARDS[name], max_new_tokens)
+    """The named rollout reward as an (adapter, rows, item) function, answers `max_new_tokens` long."""
+    spec = reward_spec(name)
+
+    def reward(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.Tensor:
+        return spec.fn(adapter, rows, item, max_new_tokens=max_new_tokens)
+
+    reward.__name__ = getattr(spec.fn, "__name__", name)
+    return reward

@@ -11,10 +11,10 @@ frozen model can answer all G rollouts in one batched call without padding.
   inside them by density-peak diversity. Rollout 1 of the mode takes the top frames.
 - **content mode**: one policy-free rollout, per-frame density-peak diversity (a reference point).
 
-`SamplingConfig.sampler = "naive"` replaces the three modes by the plain alternative the method is
-measured against (`bench/convergence.py`): every rollout draws its T·k tokens anywhere in the video,
-without replacement, from softmax(s) over all N tokens. Those rollouts are token-mode rollouts for the
-objective (the same per-token Bernoulli surrogate, `train/objective.py`).
+Samplers are entries of the `SAMPLERS` table (`TrainConfig.sampler`): "modes" is the three-mode
+sampler above; "naive" is the plain alternative the method is measured against (`bench/convergence.py`):
+every rollout draws its T·k tokens anywhere in the video, without replacement, from softmax(s) over all
+N tokens, and counts as token mode for the per-token Bernoulli surrogate (`train/objective.py`).
 
 All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
 frames and tokens (the only loop is the water-filling, at most n_g small steps).
@@ -23,7 +23,9 @@ frames and tokens (the only loop is the water-filling, at most n_g small steps).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -31,92 +33,30 @@ from torch import Tensor
 from cacovid.ops.density import dpc_knn_scores_batched
 from cacovid.ops.topk import topk_rows_mask
 
+if TYPE_CHECKING:
+    from cacovid.train.config import TrainConfig
+
 TOKEN, FRAME, CONTENT = 0, 1, 2
 MODE_NAMES = ("token", "frame", "content")
-SAMPLERS = ("modes", "naive")
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Knobs of the three sample modes (defaults from docs/method.md §4).
+def mode_counts(config: TrainConfig) -> tuple[int, int, int]:
+    """(token, frame, content) rollout counts of an iteration.
 
-    - `group_size` G rollouts per iteration; `frame_share` of them (≈ 1/4) in frame mode, one in
-      content mode if `content_rollout`, the rest in token mode. `frame_share` 1 puts every rollout
-      but the content one in frame mode (a frame-only ablation); below 1 token mode always gets at
-      least one rollout.
-    - `sampler`: "modes" (the three modes above, docs/method.md §4) or "naive" (every rollout draws
-      T·k tokens without replacement from softmax(s) over the whole video; needs `frame_share` 0 and
-      no content rollout, since it has neither).
-    - `band_group` g and `band_beta` β: n_g = max(⌊1/(r·g)⌋, 1) bands, band cap clamp(β/n_g, 0.1, 0.9).
-    - `band_floor`: every band keeps at least `band_floor / n_g` probability (exploration).
-    - `in_band_clamp`: in-band token probabilities clamped to [lo, hi] × uniform.
-    - `frame_fraction` f: ⌈T·f⌉ frames per frame-mode rollout; `frame_floor` / `frame_cap`: frame
-      probabilities clamped to [floor, cap] × uniform.
-    - `dpc_neighbors`: k of the density-peak kNN density.
-
-    Variants measured on the toy and dropped because they did not help: token-mode bands over the
-    whole video, rollouts that resample the contested ranks of a global top-K, and a frame-mode fill
-    by the policy's scores instead of density peaks (docs/experiments.md, "What did not move the
-    global top-K recall" and "Per-token contribution objective and boundary rollouts").
+    Token mode always gets at least one rollout unless `frame_share` is 1, which gives frame mode
+    every rollout but the content one. A sampler without modes puts every rollout in token mode.
     """
-
-    group_size: int = 32
-    frame_share: float = 0.25
-    content_rollout: bool = True
-    band_group: int = 2
-    band_beta: float = 2.0
-    band_floor: float = 0.05
-    in_band_clamp: tuple[float, float] = (0.5, 2.0)
-    frame_fraction: float = 0.125
-    frame_floor: float = 0.5
-    frame_cap: float = 4.0
-    dpc_neighbors: int = 4
-    sampler: str = "modes"
-
-    def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
-        if not 0.0 <= self.frame_share <= 1.0:
-            raise ValueError(f"frame_share must be in [0, 1], got {self.frame_share}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.sampler == "naive" and (self.frame_share != 0.0 or self.content_rollout):
-            raise ValueError(
-                "sampler 'naive' draws every rollout from the token scores: it needs frame_share 0 and "
-                f"content_rollout off, got frame_share {self.frame_share}, content_rollout "
-                f"{self.content_rollout}"
-            )
-        if self.band_group < 1 or self.band_beta <= 0:
-            raise ValueError("band_group must be >= 1 and band_beta > 0")
-        if not 0.0 <= self.band_floor < 1.0:
-            raise ValueError(f"band_floor must be in [0, 1), got {self.band_floor}")
-        lo, hi = self.in_band_clamp
-        if not 0.0 < lo <= 1.0 <= hi:
-            raise ValueError(f"in_band_clamp must satisfy 0 < lo <= 1 <= hi, got {self.in_band_clamp}")
-        if not 0.0 < self.frame_fraction <= 1.0:
-            raise ValueError(f"frame_fraction must be in (0, 1], got {self.frame_fraction}")
-        if not 0.0 <= self.frame_floor <= 1.0 <= self.frame_cap:
-            raise ValueError("frame_floor must be in [0, 1] and frame_cap >= 1")
-        if self.dpc_neighbors < 1:
-            raise ValueError("dpc_neighbors must be >= 1")
-
-    def mode_counts(self) -> tuple[int, int, int]:
-        """(token, frame, content) rollout counts.
-
-        Token mode always gets at least one rollout unless `frame_share` is 1, which gives frame mode
-        every rollout but the content one. The naive sampler's rollouts all count as token mode.
-        """
-        G = self.group_size
-        if self.sampler == "naive":
-            return G, 0, 0
-        n_content = 1 if self.content_rollout and G >= 3 else 0
-        if self.frame_share >= 1.0:
-            return 0, G - n_content, n_content
-        n_frame = round(self.frame_share * G) if G - n_content >= 2 else 0
-        if self.frame_share > 0 and G - n_content >= 2:
-            n_frame = max(1, n_frame)
-        n_frame = min(n_frame, G - n_content - 1)
-        return G - n_content - n_frame, n_frame, n_content
+    G = config.group_size
+    if not SAMPLERS[config.sampler].modes:
+        return G, 0, 0
+    n_content = 1 if config.content_rollout and G >= 3 else 0
+    if config.frame_share >= 1.0:
+        return 0, G - n_content, n_content
+    n_frame = round(config.frame_share * G) if G - n_content >= 2 else 0
+    if config.frame_share > 0 and G - n_content >= 2:
+        n_frame = max(1, n_frame)
+    n_frame = min(n_frame, G - n_content - 1)
+    return G - n_content - n_frame, n_frame, n_content
 
 
 @dataclass
@@ -127,6 +67,8 @@ class Rollouts:
     - `frames` (G, T) bool: the frame decisions (frame mode: chosen frames; other modes: all True).
     - `modes` (G,) long: TOKEN / FRAME / CONTENT.
     - `ratio` r and `per_frame` k = round(r·P) they were drawn with.
+    - `order` (G, K) long, or None: the kept tokens in the order they were drawn, for samplers whose
+      objective needs the exact log-probability of each draw (`Sampler.log_prob`).
     """
 
     masks: Tensor
@@ -134,6 +76,7 @@ class Rollouts:
     modes: Tensor
     ratio: float
     per_frame: int
+    order: Tensor | None = None
 
     @property
     def kept(self) -> int:
@@ -192,7 +135,7 @@ def token_mode(
     per_frame: int,
     n: int,
     ratio: float,
-    config: SamplingConfig,
+    config: TrainConfig,
     generator: torch.Generator,
 ) -> Tensor:
     """(n, T, P) bool: n token-mode rollouts with exactly k = `per_frame` tokens in every frame.
@@ -255,7 +198,7 @@ def naive_mode(token_scores: Tensor, kept: int, n: int, generator: torch.Generat
     return out.scatter_(1, keys.topk(kept, dim=1).indices, True)
 
 
-def frame_probabilities(frame_scores: Tensor, config: SamplingConfig) -> Tensor:
+def frame_probabilities(frame_scores: Tensor, config: TrainConfig) -> Tensor:
     """(T,) softmax(u) kept within [floor, cap] × uniform, summing to 1.
 
     A uniform share ε = `frame_floor` is mixed in (so every frame has at least ε/T) after capping
@@ -281,7 +224,7 @@ def frame_mode(
     features: Tensor,
     kept: int,
     n: int,
-    config: SamplingConfig,
+    config: TrainConfig,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """n frame-mode rollouts: ((n, T, P) bool token masks, (n, T) bool chosen frames).
@@ -321,17 +264,16 @@ def sample_rollouts(
     frame_scores: Tensor,
     features: Tensor,
     ratio: float,
-    config: SamplingConfig,
+    config: TrainConfig,
     generator: torch.Generator,
     *,
     content: Tensor | None = None,
 ) -> Rollouts:
-    """G rollouts for one prompt from the policy's (old) scores.
+    """G rollouts for one prompt from the policy's (old) scores, by `config.sampler`.
 
     `token_scores` (T, P), `frame_scores` (T,), `features` (T, P, D) the projected video tokens
     (density-peak selection), `ratio` the training retention r. `content` (T, P) optional cached
-    `content_scores(features)`. Order: token-mode rollouts, then frame mode, then content mode.
-    With `config.sampler` "naive", all G rollouts come from `naive_mode` and count as token mode.
+    `content_scores(features)`. Every rollout keeps exactly T·k tokens, k = round(r·P).
     """
     if token_scores.dim() != 2:
         raise ValueError(f"token_scores must be (T, P), got {tuple(token_scores.shape)}")
@@ -342,21 +284,26 @@ def sample_rollouts(
         raise ValueError(f"features must be ({T}, {P}, D), got {tuple(features.shape)}")
     if not isinstance(generator, torch.Generator):
         raise ValueError("sample_rollouts needs a torch.Generator for its randomness")
-    token_scores = token_scores.detach().float()
-    frame_scores = frame_scores.detach().float()
-    features = features.detach()
+    scores = token_scores.detach().float(), frame_scores.detach().float(), features.detach()
     k = per_frame_budget(ratio, P)
-    kept = T * k
-    if config.sampler == "naive":
-        G = config.group_size
-        return Rollouts(
-            masks=naive_mode(token_scores, kept, G, generator),
-            frames=torch.ones(G, T, dtype=torch.bool, device=token_scores.device),
-            modes=torch.full((G,), TOKEN, dtype=torch.long, device=token_scores.device),
-            ratio=float(ratio),
-            per_frame=k,
-        )
-    n_tok, n_frame, n_content = config.mode_counts()
+    return SAMPLERS[config.sampler].draw(*scores, k, float(ratio), config, generator, content)
+
+
+def draw_modes(
+    token_scores: Tensor,
+    frame_scores: Tensor,
+    features: Tensor,
+    per_frame: int,
+    ratio: float,
+    config: TrainConfig,
+    generator: torch.Generator,
+    content: Tensor | None,
+) -> Rollouts:
+    """The paper's three modes (docs/method.md §4 step 2): token-mode rollouts, then frame mode, then
+    the content-mode rollout."""
+    T, P = token_scores.shape
+    k, kept = per_frame, T * per_frame
+    n_tok, n_frame, n_content = mode_counts(config)
     tok = token_mode(token_scores, k, n_tok, ratio, config, generator)
     fr_masks, fr_frames = frame_mode(frame_scores, features, kept, n_frame, config, generator)
     parts = [tok, fr_masks]
@@ -374,6 +321,61 @@ def sample_rollouts(
         masks=torch.cat([p.to(dev) for p in parts]).reshape(-1, T * P),
         frames=torch.cat([f.to(dev) for f in frames]),
         modes=torch.tensor(modes, dtype=torch.long, device=dev),
-        ratio=float(ratio),
+        ratio=ratio,
         per_frame=k,
     )
+
+
+def draw_naive(
+    token_scores: Tensor,
+    frame_scores: Tensor,
+    features: Tensor,
+    per_frame: int,
+    ratio: float,
+    config: TrainConfig,
+    generator: torch.Generator,
+    content: Tensor | None,
+) -> Rollouts:
+    """Every rollout draws its T·k tokens anywhere in the video from softmax(s) (`naive_mode`);
+    all count as token mode for the per-token Bernoulli surrogate."""
+    T = token_scores.shape[0]
+    G, dev = config.group_size, token_scores.device
+    return Rollouts(
+        masks=naive_mode(token_scores, T * per_frame, G, generator),
+        frames=torch.ones(G, T, dtype=torch.bool, device=dev),
+        modes=torch.full((G,), TOKEN, dtype=torch.long, device=dev),
+        ratio=ratio,
+        per_frame=per_frame,
+    )
+
+
+DrawRollouts = Callable[
+    [Tensor, Tensor, Tensor, int, float, "TrainConfig", torch.Generator, "Tensor | None"], Rollouts
+]
+LogProb = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One entry of `SAMPLERS`.
+
+    - `draw(token_scores (T, P), frame_scores (T,), features (T, P, D), k, r, config, generator,
+      content)` → `Rollouts` of exactly T·k tokens each.
+    - `log_prob(token_scores (N,), order (G, K)) → (G,)`: the exact log-probability of each drawn
+      rollout under the scores (with gradients), from `Rollouts.order`. None: the objective treats
+      the rollouts as independent per-token keep/drop decisions (docs/method.md §4 step 5).
+    - `modes`: the sampler splits its rollouts into token, frame and content mode (`frame_share`,
+      `content_rollout`); without modes both must be off.
+    """
+
+    draw: DrawRollouts
+    log_prob: LogProb | None = None
+    modes: bool = False
+
+
+# Rollout samplers by name (`TrainConfig.sampler`). Adding one: a draw function above, an entry here,
+# a test in tests/test_train_sampling.py.
+SAMPLERS: dict[str, Sampler] = {
+    "modes": Sampler(draw_modes, modes=True),
+    "naive": Sampler(draw_naive),
+}

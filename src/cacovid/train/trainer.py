@@ -1,17 +1,19 @@
 """The CaCoVID training loop (docs/method.md §4, §5): data, rewards from the frozen model, logs, resume.
 
-Per training item: encode it once with the frozen adapter, then `PolicyUpdater.train_prompt` runs
-I iterations of (G rollouts from the old scores → **one batched adapter call** for their rewards → one
-optimiser step on the item's memory). Around that the trainer:
+Training goes in rounds of `items_per_step` items: each item is encoded once with the frozen adapter,
+and `PolicyUpdater.train_round` runs I iterations of (G rollouts per item from its old scores → **one
+batched adapter call** per item for their rewards → one optimiser step on the round's summed
+gradients). Around that the trainer:
 - drops items the frozen model answers correctly blind (no video tokens) before training;
-- logs one JSON line per item (rewards per mode, top-k reward, r, loss, lr) and per validation;
+- logs one JSON line per item (rewards per mode, top-k reward, r, loss, lr) and per validation
+  (every key: docs/result-files.md);
 - validates with `CaCoVIDSelector` (given selection options) at several ratios every `val_every`
   items and at the end;
 - checkpoints every `checkpoint_every` items and resumes exactly (weights identical to an
   uninterrupted run): policy, optimiser, scheduler, RNG, data position, r and the log length.
 
-Several processes (`accelerate launch`, docs/scale-out.md): the kept items are trained in rounds of
-W (the number of processes), process r taking the round's r-th item; `PolicyUpdater` averages the
+Several processes (`accelerate launch`, docs/scale-out.md): a round holds at least one item per
+process (W processes), its j-th item trained by process j mod W; `PolicyUpdater` averages the
 gradients before each of the round's I optimiser steps, so every process holds the same weights.
 The schedule, validation and checkpoint cadences count items over all processes. Each round's
 results are gathered so every process keeps the same bookkeeping; process 0 alone writes the log,
@@ -33,11 +35,17 @@ import torch
 from cacovid.distributed import Processes, current, shard
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.policy.selector import CaCoVIDSelector
-from cacovid.train.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint, save_checkpoint
+from cacovid.train.checkpoint import (
+    CHECKPOINT_DIR,
+    find_checkpoint,
+    load_checkpoint,
+    migrate_config,
+    save_checkpoint,
+)
 from cacovid.train.config import TrainConfig
-from cacovid.train.rewards import RolloutReward, rollout_reward
+from cacovid.train.rewards import RolloutReward, reward_spec
 from cacovid.train.tuning import write_selection
-from cacovid.train.update import PolicyUpdater
+from cacovid.train.update import ITEM_ERRORS, ItemJob, PolicyUpdater
 from cacovid.train.validation import (
     blind_answers_correct,
     blind_filter,
@@ -57,25 +65,29 @@ LOG_NAME = "log.jsonl"
 POLICY_DIR = "policy"
 # Fields that may change between a run and its resumption without changing what is computed.
 _RESUMABLE_CHANGES = {"checkpoint_every", "val_every", "val_ratios", "val_batch_size"}
-# Options that training no longer has, with the one value that computes what training does now: a
-# checkpoint that recorded them at that value resumes, any other value is a run this code cannot continue.
-_RETIRED_FIELDS = {
-    "token_scope": "frame",
-    "frame_fill": "density",
-    "frame_token_credit": False,
-    "token_objective": "surrogate",
-}
-# Options added after checkpoints were first written, with the value that computes what training did
-# before them: a checkpoint that lacks one was trained with that value.
-_ADDED_FIELDS = {"sampler": "modes"}
-
-
 # Items that may fail one after another before the run stops (see `Trainer.fit`).
 MAX_CONSECUTIVE_FAILURES = 10
 
 
 class Trainer:
     """Train a `CaCoVIDPolicy` against a frozen video LLM.
+
+    Example, on the embedded toy model and world, with a reward that pays for keeping tokens of the
+    first frame (`reward_fn(adapter, rows, item)` → one reward per row; the host goes unused):
+
+        >>> import tempfile, torch, cacovid
+        >>> from cacovid.data.synthetic import SyntheticWorld, WorldConfig
+        >>> from cacovid.policy import CaCoVIDPolicy
+        >>> adapter = cacovid.load_model("toy")
+        >>> items = [SyntheticWorld(WorldConfig.preset("decoys")).item("train", i) for i in range(2)]
+        >>> def first_frame(adapter, rows, item):
+        ...     return torch.stack([keep[: keep.numel() // 16].float().mean() for _, keep, _ in rows])
+        >>> policy = CaCoVIDPolicy.from_host(adapter, seed=0)
+        >>> config = TrainConfig(group_size=4, iterations=1, blind_filter=False, val_ratios=())
+        >>> trainer = Trainer(adapter, policy, config, items, tempfile.mkdtemp(), reward_fn=first_frame,
+        ...                   progress=False)
+        >>> trainer.fit()["items_done"]
+        2
 
     `train_items` / `val_items` are sequences of QAItem (indexable; a lazy sequence works).
     `reward_fn` overrides the configured reward (signature of `cacovid.train.rewards.RolloutReward`).
@@ -110,7 +122,11 @@ class Trainer:
         self.train_items = train_items
         self.val_items = val_items
         self.out_dir = Path(out_dir)
-        self.reward_fn = reward_fn or rollout_reward(config.reward, config.max_new_tokens)
+        spec = reward_spec(config.reward)
+        self.reward_fn = reward_fn or (
+            lambda adapter, rows, item: spec.fn(adapter, rows, item, max_new_tokens=config.max_new_tokens)
+        )
+        self.reward_success = _identity if reward_fn is not None else spec.success
         self.resume = resume
         self.processes = processes or current()
         self.show_progress = progress and self.processes.is_main
@@ -130,7 +146,7 @@ class Trainer:
         self.items_done = 0
         self._val: tuple[list[QAItem], list[EncodedPrompt]] | None = None
         self._running: dict[str, float] = {}
-        self._own_error: BaseException | None = None
+        self._own_errors: dict[int, BaseException] = {}
 
     # ---- public ------------------------------------------------------------------------------
     @property
@@ -169,10 +185,10 @@ class Trainer:
                 if self.position >= len(self.kept):
                     self.epoch, self.position = self.epoch + 1, 0
                     continue
-                # One round: up to W consecutive kept items, the r-th to process r.
-                size = int(min(procs.world_size, len(self.kept) - self.position, budget - done_now))
-                mine = self.kept[self.position + procs.rank] if procs.rank < size else None
-                outcomes = procs.all_gather(self._train_own(mine))[:size]
+                # One round: the next items, the j-th to process j mod W, one optimiser step per iteration.
+                size = int(min(self._round_size(), len(self.kept) - self.position, budget - done_now))
+                mine = self.kept[self.position + procs.rank : self.position + size : procs.world_size]
+                outcomes = _round_order(procs.all_gather(self._train_own(mine)), size)
                 before = self.items_done
                 for outcome in outcomes:
                     if outcome["event"] == "item_error":
@@ -183,7 +199,7 @@ class Trainer:
                         if failures >= MAX_CONSECUTIVE_FAILURES:
                             raise RuntimeError(
                                 f"{failures} training items failed in a row; the last: {outcome['message']}"
-                            ) from (self._own_error if outcome["index"] == mine else None)
+                            ) from self._own_errors.get(outcome["index"])
                         stats = {"error": outcome["error"]}
                     else:
                         failures, stats = 0, outcome["stats"]
@@ -336,15 +352,7 @@ class Trainer:
                 f"{self.processes.world_size}; resume it with {world} (accelerate launch "
                 f"--num_processes {world}), or start another run (--no-resume or another --out)"
             )
-        saved = json.loads(saved_json)
-        retired = sorted(k for k, v in _RETIRED_FIELDS.items() if k in saved and saved[k] != v)
-        if retired:
-            raise ValueError(
-                f"cannot resume {path}: it was trained with options this version no longer has: "
-                + ", ".join(f"{k}={saved[k]!r}" for k in retired)
-            )
-        saved = {k: v for k, v in saved.items() if k not in _RETIRED_FIELDS}
-        saved = {**_ADDED_FIELDS, **saved}
+        saved = migrate_config(json.loads(saved_json), path)
         now = self.config.to_dict()
         diff = sorted(
             k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES
@@ -369,45 +377,56 @@ class Trainer:
                 f.truncate(int(state["log_bytes"]))
         self._log({"event": "resume", "items_done": self.items_done, "checkpoint": str(path)})
 
+    def _round_size(self) -> int:
+        """Items per round: `items_per_step`, rounded up to a whole number of items per process."""
+        W = self.processes.world_size
+        return W * math.ceil(self.config.items_per_step / W)
+
     def _updater(self) -> PolicyUpdater:
-        """The run's updater: its schedule spans every optimiser step, I per round of W items."""
+        """The run's updater: its schedule spans every optimiser step, I per round of items."""
         c = self.config
-        rounds = math.ceil(len(self.kept) / self.processes.world_size)
+        rounds = math.ceil(len(self.kept) / self._round_size())
         return PolicyUpdater(self.policy, c, rounds * c.iterations * c.epochs, processes=self.processes)
 
-    def _train_own(self, index: int | None) -> dict[str, Any] | None:
-        """Train this process's item of the round (`index` into the training items; None: it has
-        none and joins the round's steps). Returns what the log needs (picklable, for gathering)."""
-        self._own_error = None
-        if index is None:
-            self.updater.join_round()
-            return None
-        item = self.train_items[index]
-        try:
-            stats = self._train_item(item)
-        except (ValueError, RuntimeError, FloatingPointError) as exc:
-            self._own_error = exc
-            return {
-                "event": "item_error",
-                "item_id": item.id,
-                "index": index,
-                "error": f"{type(exc).__name__}: {exc}",
-                "message": str(exc),
-            }
-        return {"event": "item", "item_id": item.id, "index": index, "stats": stats}
+    def _train_own(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Train this process's items of the round (indices into the training items; none: it joins
+        the round's steps). Returns what the log needs per item (picklable, for gathering)."""
+        self._own_errors = {}
+        jobs, outcomes = [], {}
+        for index in indices:
+            item = self.train_items[index]
+            try:
+                prompt = self.adapter.encode_item(item)
+            except ITEM_ERRORS as exc:
+                outcomes[index] = self._failed(index, item, exc)
+                continue
+            jobs.append((index, item, self._job(item, prompt)))
+        results = self.updater.train_round([job for _, _, job in jobs])
+        for (index, item, _), result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[index] = self._failed(index, item, result)
+            else:
+                outcomes[index] = {"event": "item", "item_id": item.id, "index": index, "stats": result}
+        return [outcomes[i] for i in indices]
 
-    def _train_item(self, item: QAItem) -> dict[str, Any]:
-        try:
-            prompt = self.adapter.encode_item(item)
-        except (ValueError, RuntimeError, FloatingPointError):
-            self.updater.join_round()  # the other processes' steps still need this one
-            raise
+    def _job(self, item: QAItem, prompt: EncodedPrompt) -> ItemJob:
+        """An item's job for the updater: its rollouts scored by one batched reward call."""
 
         def score(masks: torch.Tensor) -> torch.Tensor:
-            rows = [(prompt, m, None) for m in masks]
-            return self.reward_fn(self.adapter, rows, item)  # one batched call for all G rollouts
+            return self.reward_fn(self.adapter, [(prompt, m, None) for m in masks], item)
 
-        return self.updater.train_prompt(prompt, score)
+        options = len(item.options) if item.problem_type == "multiple choice" and item.options else 0
+        return ItemJob(prompt, score, self.reward_success, 1.0 / options if options else 0.0)
+
+    def _failed(self, index: int, item: QAItem, exc: BaseException) -> dict[str, Any]:
+        self._own_errors[index] = exc
+        return {
+            "event": "item_error",
+            "item_id": item.id,
+            "index": index,
+            "error": f"{type(exc).__name__}: {exc}",
+            "message": str(exc),
+        }
 
     def _update_running(self, stats: dict[str, Any]) -> None:
         for key in ("reward_token", "reward_top", "evidence_recall_top"):
@@ -424,6 +443,16 @@ class Trainer:
 
     def _progress(self, total: int) -> _Progress:
         return _Progress(total, self.items_done, enabled=self.show_progress)
+
+
+def _identity(rewards: torch.Tensor) -> torch.Tensor:
+    return rewards
+
+
+def _round_order(per_process: list[list[dict[str, Any]]], size: int) -> list[dict[str, Any]]:
+    """A round's outcomes in item order from each process's list (item j was process j mod W's)."""
+    W = len(per_process)
+    return [per_process[j % W][j // W] for j in range(size)]
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
