@@ -145,3 +145,27 @@ def test_kl_to_half_keeps_scores_from_saturating():
     held, ranks = train(1.0)
     assert held < 0.5 * free
     assert float(ranks.float().mean()) <= 2.0  # the known tokens still rise to the top
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_gumbel_sampler_learns_to_rank_rewarded_tokens(sign):
+    """The global Gumbel-top-K sampler with its exact log-probabilities: the known tokens rise to the
+    top of the whole video's ranking (or sink to its bottom with the reward negated)."""
+    torch.manual_seed(0)
+    policy, prompt, known = _setup()
+    config = _config(sampler="gumbel", frame_share=0.0, content_rollout=False, iterations=1, lr=3e-3)
+    items = 120
+    updater = PolicyUpdater(policy, config, total_steps=items)
+
+    def reward(masks: torch.Tensor) -> torch.Tensor:
+        return sign * (masks & known).float().sum(1) / float(known.sum())
+
+    for _ in range(items):
+        updater.train_prompt(prompt, reward)
+    with torch.no_grad():
+        s = policy(prompt).token_scores
+    rank = (s.unsqueeze(0) > s.unsqueeze(1)).sum(1)[known]  # tokens above each known token, video-wide
+    if sign > 0:
+        assert bool((rank < 2 * int(known.sum())).all()), rank
+    else:
+        assert bool((rank > N - 8).all()), rank

@@ -286,3 +286,28 @@ def test_default_sampler_draws_what_it_always_drew():
         s, u, x, 0.1, TrainConfig(group_size=9, sampler="modes"), torch.Generator().manual_seed(4)
     )
     assert torch.equal(a.masks, b.masks) and torch.equal(a.modes, b.modes)
+
+
+def test_gumbel_sampler_log_probabilities_are_those_of_its_draws():
+    """The exact Plackett–Luce log-probabilities sum to 1 over every ordered draw, and the sampler's
+    empirical frequencies of ordered draws match them (N = 4 tokens, K = 2 per rollout)."""
+    import itertools
+
+    from cacovid.train.sampling import SAMPLERS, plackett_luce_log_prob
+
+    s = torch.tensor([[1.5, 0.2], [-0.7, 0.9]])  # T = 2 frames of P = 2 tokens: N = 4
+    u, x = torch.zeros(2), torch.randn(2, 2, 3)
+    orders = torch.tensor(list(itertools.permutations(range(4), 2)))  # all 12 ordered draws
+    p = plackett_luce_log_prob(s.reshape(-1), orders).exp()
+    assert abs(float(p.sum()) - 1.0) < 1e-9
+    cfg = TrainConfig(group_size=30000, sampler="gumbel", frame_share=0.0, content_rollout=False)
+    ro = sample_rollouts(s, u, x, 0.5, cfg, torch.Generator().manual_seed(0))  # k = 1 per frame: K = 2
+    assert ro.order.shape == (30000, 2) and bool((ro.masks.sum(1) == 2).all())
+    assert torch.equal(ro.masks, torch.zeros_like(ro.masks).scatter_(1, ro.order, True))
+    freq = torch.stack([(ro.order == o).all(1).double().mean() for o in orders])
+    assert torch.allclose(freq, p, atol=0.01), (freq, p)
+    # Its gradient raises the drawn tokens' scores relative to the rest.
+    scores = s.reshape(-1).clone().requires_grad_(True)
+    plackett_luce_log_prob(scores, torch.tensor([[3, 1]])).sum().backward()
+    assert float(scores.grad[3]) > 0 and float(scores.grad[1]) > 0 and float(scores.grad[0]) < 0
+    assert SAMPLERS["gumbel"].log_prob is plackett_luce_log_prob and not SAMPLERS["gumbel"].modes

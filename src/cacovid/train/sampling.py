@@ -14,7 +14,9 @@ frozen model can answer all G rollouts in one batched call without padding.
 Samplers are entries of the `SAMPLERS` table (`TrainConfig.sampler`): "modes" is the three-mode
 sampler above; "naive" is the plain alternative the method is measured against (`bench/convergence.py`):
 every rollout draws its T·k tokens anywhere in the video, without replacement, from softmax(s) over all
-N tokens, and counts as token mode for the per-token Bernoulli surrogate (`train/objective.py`).
+N tokens, and counts as token mode for the per-token Bernoulli surrogate (`train/objective.py`);
+"gumbel" draws the same way but keeps each rollout's draw order, whose exact Plackett–Luce
+log-probability the objective uses instead of the surrogate (docs/method.md §6).
 
 All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
 frames and tokens (the only loop is the water-filling, at most n_g small steps).
@@ -349,6 +351,45 @@ def draw_naive(
     )
 
 
+def draw_gumbel(
+    token_scores: Tensor,
+    frame_scores: Tensor,
+    features: Tensor,
+    per_frame: int,
+    ratio: float,
+    config: TrainConfig,
+    generator: torch.Generator,
+    content: Tensor | None,
+) -> Rollouts:
+    """Global Gumbel-top-K: every rollout draws its K = T·k tokens anywhere in the video, without
+    replacement, from softmax(s), as the global top-K used at test time ranks them; the draw order is
+    kept, so `plackett_luce_log_prob` gives each rollout's exact probability."""
+    flat = token_scores.reshape(-1)
+    T, N, K = token_scores.shape[0], flat.numel(), token_scores.shape[0] * per_frame
+    G, dev = config.group_size, flat.device
+    keys = torch.log_softmax(flat.double(), dim=0).unsqueeze(0) + _gumbel((G, N), generator, dev)
+    order = keys.topk(K, dim=1).indices  # sorted by key: the order of sequential draws
+    return Rollouts(
+        masks=torch.zeros(G, N, dtype=torch.bool, device=dev).scatter_(1, order, True),
+        frames=torch.ones(G, T, dtype=torch.bool, device=dev),
+        modes=torch.full((G,), TOKEN, dtype=torch.long, device=dev),
+        ratio=ratio,
+        per_frame=per_frame,
+        order=order,
+    )
+
+
+def plackett_luce_log_prob(token_scores: Tensor, order: Tensor) -> Tensor:
+    """(G,) log-probability of drawing `order` (G, K) token by token without replacement from
+    softmax(s) over the N tokens: Σ_t [s_{o_t} − log Σ_{i not yet drawn} exp s_i] (with gradients)."""
+    z = token_scores.reshape(-1).double()
+    z = z - z.detach().max()
+    e = z.exp()
+    picked = e[order]  # (G, K)
+    drawn_before = picked.cumsum(dim=1) - picked
+    return (z[order] - (e.sum() - drawn_before).clamp_min(1e-300).log()).sum(dim=1)
+
+
 DrawRollouts = Callable[
     [Tensor, Tensor, Tensor, int, float, "TrainConfig", torch.Generator, "Tensor | None"], Rollouts
 ]
@@ -378,4 +419,5 @@ class Sampler:
 SAMPLERS: dict[str, Sampler] = {
     "modes": Sampler(draw_modes, modes=True),
     "naive": Sampler(draw_naive),
+    "gumbel": Sampler(draw_gumbel, log_prob=plackett_luce_log_prob),
 }
