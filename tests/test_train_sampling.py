@@ -16,11 +16,11 @@ from cacovid.train.sampling import (
     CONTENT,
     FRAME,
     TOKEN,
-    mode_counts,
     cap_band_probs,
     frame_mode,
     frame_probabilities,
     frames_per_rollout,
+    mode_counts,
     num_bands,
     per_frame_budget,
     sample_rollouts,
@@ -224,7 +224,9 @@ def test_full_size_sampling_is_fast():
 
 def test_frame_share_one_puts_every_rollout_but_content_in_frame_mode():
     assert mode_counts(TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False)) == (0, 7, 1)
-    assert mode_counts(TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False, content_rollout=False)) == (0, 8, 0)
+    assert mode_counts(
+        TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False, content_rollout=False)
+    ) == (0, 8, 0)
     assert mode_counts(TrainConfig(group_size=1, frame_share=1.0, adapt_ratio=False)) == (0, 1, 0)
     s, u, x = _inputs(6, 20)
     cfg = TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False)
