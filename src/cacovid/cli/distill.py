@@ -109,11 +109,11 @@ def distill_command(
     if out is None:
         raise typer.BadParameter("name the run folder (--out or the recipe's out)", param_hint="--out")
     import torch
-    from rich.progress import Progress
 
     from cacovid.data.sources import source_from_args
     from cacovid.models import load_video_llm
     from cacovid.policy import CaCoVIDPolicy
+    from cacovid.progress import Progress
     from cacovid.train.distill import DistillConfig, distill_policy
 
     if threads is not None:
@@ -160,13 +160,13 @@ def distill_command(
             llm, seed=seed, question_match_dim=question_match_dim, context_width=context_width
         )
     ).to(llm.device)
-    with Progress() as bar:
-        task = bar.add_task("distill", total=None)
+    # The step count is known from the first record on (a resumed run starts past 0).
+    with Progress("distill", total=None, unit="steps") as bar:
 
         def show(record: dict) -> None:
-            bar.update(task, completed=record["step"], total=record["total"])
+            bar.update(completed=record["step"], total=record["total"], info=f"loss {record['loss']:.3f}")
             if "val" in record:
-                bar.console.print(f"step {record['step']} loss {record['loss']:.3f} val {record['val']}")
+                bar.log(f"step {record['step']} loss {record['loss']:.3f} val {record['val']}")
 
         distill_policy(policy, llm, items, out, settings, val_items=vals, on_step=show)
     typer.echo(f"policy saved to {out / 'policy'}")

@@ -44,11 +44,11 @@ def filter_command(
 ) -> None:
     """Drop the training questions the host answers correctly without the video (blind test)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from cacovid.cli.eval import _device, _dtype
     from cacovid.models import load_video_llm
+    from cacovid.progress import Progress
     from cacovid.train.blind_filter import BlindFilterJob, RowEvent
 
     console = Console()
@@ -76,26 +76,19 @@ def filter_command(
         console.print(f"[red]{exc}[/red]", soft_wrap=True)  # unwrapped: the message names files
         raise typer.Exit(1) from exc
 
-    columns = (
-        TextColumn("[bold]blind filter[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    )
     counts = {"keep": 0, "drop": 0, "failed": 0}
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("filter", total=len(job.rows), status="")
+    with Progress("blind filter", total=len(job.rows), unit="rows") as progress:
 
         def on_row(event: RowEvent) -> None:
             if event.decision in counts:
                 counts[event.decision] += 1
             if event.error is not None:
-                progress.console.print(
-                    f"[yellow]row {event.index} failed:[/yellow] {event.error}", soft_wrap=True
-                )
+                progress.log(f"row {event.index} failed: {event.error}")
             status = f"kept {counts['keep']}, dropped {counts['drop']}, failed {counts['failed']}"
-            progress.update(task, advance=1, status=status)
+            if event.skipped:  # decided by an earlier run: counted, but not part of this run's pace
+                progress.skip()
+            else:
+                progress.advance(info=status)
 
         job.on_row = on_row
         summary = job.run()

@@ -30,6 +30,7 @@ from cacovid.data.synthetic.config import world_from_overrides
 from cacovid.data.synthetic.world import SyntheticWorld
 from cacovid.models import load_video_llm
 from cacovid.models.attention import capture_inputs
+from cacovid.progress import Progress
 from cacovid.toy.batching import ToyBatcher, _keep_batch, _StepBatches, build_rows, sample_keep
 from cacovid.toy.config import TOY_TRAIN_PRESET, ToyTrainConfig
 from cacovid.toy.forward import lm_hidden_tail, lm_logits_tail, video_features
@@ -287,22 +288,16 @@ class ToyTrainer:
         )
 
     def fit(self, max_minutes: float | None = None, progress: bool = True) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+        """Train to the end of stage 2 (or for `max_minutes`), checkpointing as it goes; `progress`
+        shows a bar at a terminal and plain lines in a log (`cacovid.progress`)."""
         cfg = self.cfg
         t0 = time.time()
         loader = self._loader()
         stage2_t0 = rate_t0 = None
+        total_steps = cfg.vision_steps + cfg.qa_steps
         with Progress(
-            TextColumn("[bold]toy train"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            disable=not progress,
+            "toy train", total=total_steps, completed=self.step, unit="steps", enabled=progress
         ) as bar:
-            task = bar.add_task("train", total=cfg.vision_steps + cfg.qa_steps, completed=self.step, info="")
             ema: dict[str, float] = {}
             while self.step < cfg.vision_steps + cfg.qa_steps:
                 m = self.train_step(self.step, next(loader))
@@ -319,15 +314,15 @@ class ToyTrainer:
                         rate_t0 = now
                     if qa_step == self._RATE_STEPS[1] and rate_t0 is not None:
                         self._fix_schedule(qa_step, now - stage2_t0, now - rate_t0)
-                        bar.console.print(f"time budget: stage 2 fixed at {cfg.qa_steps} steps")
-                        bar.update(task, total=cfg.vision_steps + cfg.qa_steps)
+                        bar.log(f"time budget: stage 2 fixed at {cfg.qa_steps} steps")
+                        bar.update(total=cfg.vision_steps + cfg.qa_steps)
                 total = cfg.vision_steps + cfg.qa_steps
                 info = " ".join(f"{k}={ema[k]:.3f}" for k in ("loss", "word_acc", "acc") if k in ema)
-                bar.update(task, completed=self.step, info=info)
+                bar.update(completed=self.step, info=info)
                 record = {"step": self.step, **{k: round(v, 5) for k, v in ema.items()}}
                 if self.step % cfg.val_every == 0 or self.step == total:
                     record["val"] = self.validate_all(cfg.val_n)
-                    bar.console.print(f"step {self.step} val {json.dumps(record['val'])}")
+                    bar.log(f"step {self.step} val {json.dumps(record['val'])}")
                 if self.step % cfg.checkpoint_every == 0 or self.step == total or "val" in record:
                     with open(self.log, "a") as f:
                         f.write(json.dumps(record) + "\n")
