@@ -216,6 +216,7 @@ def train_run(
     """One training run: its validation curve, counters and timings (see the module docstring)."""
     from cacovid.train.config import TrainConfig
     from cacovid.train.rewards import rollout_reward
+    from cacovid.train.sampling import mode_counts
     from cacovid.train.trainer import Trainer
 
     config = TrainConfig(**{**config_fields, "seed": seed})
@@ -268,7 +269,7 @@ def train_run(
         "name": name,
         "seed": seed,
         "config": config.to_dict(),
-        "mode_counts": list(config.sampling().mode_counts()),
+        "mode_counts": list(mode_counts(config)),
         "curve": points,
         "final_accuracy": points[-1]["accuracy"],
         "items": n_items,

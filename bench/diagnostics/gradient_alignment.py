@@ -111,10 +111,11 @@ def _rl_gradient(
     beta: float = 2.0,
     group: int = 2,
 ) -> torch.Tensor:
+    from cacovid.train.config import TrainConfig
     from cacovid.train.objective import Memory, group_advantages, policy_loss
-    from cacovid.train.sampling import SamplingConfig, content_scores, sample_rollouts
+    from cacovid.train.sampling import content_scores, sample_rollouts
 
-    cfg = SamplingConfig(group_size=args.group_size, band_beta=beta, band_group=group)
+    cfg = TrainConfig(group_size=args.group_size, band_beta=beta, band_group=group)
     gen = torch.Generator().manual_seed(args.seed)
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))

@@ -94,7 +94,6 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         max_new_tokens=base.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
         seed=args.seed,
     )
-    sampling = config.sampling()
     model_name = args.model or (adapter.name_or_path if adapter is not None else benchutil.default_model())
     if adapter is None:
         adapter = benchutil.load_model(model_name, device, dtype)
@@ -116,12 +115,12 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         s_old = old.token_scores.reshape(T, P).float().cpu()
         u_old = old.frame_scores.float().cpu()
         feats = prompt.frame_features().detach().float().cpu()
-        cached = content_scores(feats, sampling.dpc_neighbors) if sampling.content_rollout else None
+        cached = content_scores(feats, config.dpc_neighbors) if config.content_rollout else None
         got: dict[str, list[torch.Tensor]] = {name: [] for name in rewards}
         corr: list[float] = []
         for _ in range(args.iterations):
             ro, ms = _timed(
-                device, sample_rollouts, s_old, u_old, feats, config.ratio, sampling, gen, content=cached
+                device, sample_rollouts, s_old, u_old, feats, config.ratio, config, gen, content=cached
             )
             times["sampling"].append(ms)
             rows = [(prompt, m, None) for m in ro.masks]
