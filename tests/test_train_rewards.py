@@ -153,3 +153,27 @@ def test_reward_registry():
     assert callable(rollout_reward("accuracy"))
     with pytest.raises(ValueError, match="unknown reward"):
         rollout_reward("bleu")
+
+
+def test_logodds_reward_is_the_correct_options_log_odds(video_llm):
+    frames = np.random.default_rng(1).integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8)
+    item = QAItem(
+        id="l", problem="what color ?", options=["red", "blue", "green"], solution="C", frames=frames
+    )
+    p = video_llm.encode_item(item)
+    masks = torch.zeros(3, p.num_video_tokens, dtype=torch.bool)
+    masks[0, :5], masks[1, -5:], masks[2, 3:9] = True, True, True
+    rows = [(p, m, None) for m in masks]
+    r = REWARDS["logodds"].fn(video_llm, rows, item)
+    lp = video_llm.answer_logprobs_rows(rows, ["A", "B", "C"]).double()
+    want = lp[:, 2] - torch.logsumexp(lp[:, :2], dim=1)
+    assert torch.allclose(r.double(), want, atol=1e-5)
+    # σ(log-odds) is the dense reward's p(correct): the table's success map reads it as such
+    assert torch.allclose(REWARDS["logodds"].success(r), dense_reward(video_llm, rows, item), atol=1e-5)
+    assert float(rollout_reward("logodds")(video_llm, rows, item)[0]) == pytest.approx(float(r[0]))
+    with pytest.raises(ValueError, match="multiple-choice"):
+        REWARDS["logodds"].fn(
+            video_llm,
+            rows,
+            QAItem(id="n", problem="?", options=[], solution="3", problem_type="numerical", frames=frames),
+        )

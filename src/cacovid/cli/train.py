@@ -91,14 +91,18 @@ class RunOptions:
     init_policy: str | None = _run_knob(None, "start from a saved policy instead of a fresh one")
     val_selection: str | None = _run_knob(
         None,
-        "policy folder whose selection.json validation uses (default: init_policy's; 'defaults': α 0.5 "
-        "with the even fill, docs/method.md §3)",
+        "selection validation uses: a policy folder's selection.json (default: init_policy's), "
+        "'defaults' (α 0.5 with the even fill, docs/method.md §3) or KEY=VALUE,… of alpha, cap, fill "
+        "(alpha=0,fill=score: the global top-K)",
     )
     novelty_weight: float | None = _run_knob(
         None,
         "weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
         "init_policy's, 0 for a fresh policy)",
     )
+    question_match_dim: int = _run_knob(0, "a fresh policy's question-match width (PolicyConfig; 0: none)")
+    question_match_init: str = _run_knob("zero", "a fresh question-match term's start: zero | query")
+    context_width: int = _run_knob(0, "a fresh policy's cross-frame context width (PolicyConfig; 0: none)")
     device: str = _run_knob("cpu", "device of the host and the policy")
     attn_implementation: str | None = _run_knob(
         None,
@@ -269,12 +273,33 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
 
     if val_selection == "defaults":
         return {}
+    if val_selection is not None and "=" in val_selection:
+        return _selection_text(val_selection)
     source = val_selection or init_policy
     if source is None:
         return {}
     if not Path(source).is_dir():
         raise typer.BadParameter(f"--val-selection: policy folder {source} does not exist")
     return selection_options(source)
+
+
+def _selection_text(text: str) -> dict[str, Any]:
+    """alpha=0,fill=score → {"alpha": 0.0, "fill": "score"} (cap and alpha are numbers)."""
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in ("alpha", "cap", "fill") or not value.strip():
+            raise typer.BadParameter(
+                f"expected alpha=…, cap=… or fill=…, got {part!r}", param_hint="--val-selection"
+            )
+        try:
+            out[key] = value.strip() if key == "fill" else float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{key} must be a number, got {value!r}", param_hint="--val-selection"
+            ) from None
+    return out
 
 
 def train(ctx: typer.Context, config: Path | None = None, print_config: bool = False, **given: Any) -> None:
@@ -408,7 +433,14 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
             if novelty_weight is not None:
                 policy.config = dataclasses.replace(policy.config, novelty_weight=novelty_weight)
         else:
-            policy = CaCoVIDPolicy.from_host(llm, seed=config.seed, novelty_weight=novelty_weight or 0.0)
+            policy = CaCoVIDPolicy.from_host(
+                llm,
+                seed=config.seed,
+                novelty_weight=novelty_weight or 0.0,
+                question_match_dim=o.question_match_dim,
+                question_match_init=o.question_match_init,
+                context_width=o.context_width,
+            )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     policy.to(device)

@@ -34,6 +34,8 @@ LAYER_ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
 # Which budgeted selection turns scores into a keep mask: "cacovid" (docs/method.md §3) or "release",
 # the published release's arithmetic and fill (`policy/release.py`, docs/method.md §8).
 SELECTION_RULES: tuple[str, ...] = ("cacovid", "release")
+# How a fresh question-match term's key projection starts (`policy/question.py`).
+QUESTION_MATCH_INITS: tuple[str, ...] = ("zero", "query")
 
 
 def default_head_widths(hidden_size: int) -> tuple[int, ...]:
@@ -65,6 +67,10 @@ class PolicyConfig:
       copied first layer learns only slowly to let a video token read the question after it
       (docs/experiments.md, "The decoys world"); a dedicated cross-attention from each video token
       to the question's tokens gives it that path directly.
+    - `question_match_init`: how a fresh question-match term starts: "zero" (W_k = 0, so it adds
+      nothing until trained) or "query" (W_k = W_q, so a video token that looks like a question word
+      scores higher from the start: a structural prior that reads no labels, about the `relevance`
+      heuristic's ranking; docs/experiments.md). Only a fresh policy's weights depend on it.
     - `context_width`: hidden width of the cross-frame context term (`policy/context.py`); 0 (the
       default) leaves it out. It needs the question-match term. Why: a token-wise match keeps
       whatever looks like the question's words, also content that sits in every frame; the context
@@ -86,6 +92,7 @@ class PolicyConfig:
     attn_implementation: str = "sdpa"
     novelty_weight: float = 0.0
     question_match_dim: int = 0
+    question_match_init: str = "zero"
     context_width: int = 0
     layer_attention: str = "bidirectional"
     selection_rule: str = "cacovid"
@@ -118,6 +125,10 @@ class PolicyConfig:
         self.context_width = int(self.context_width)
         if self.context_width < 0:
             raise ValueError(f"context_width must be an integer >= 0, got {self.context_width}")
+        if self.question_match_init not in QUESTION_MATCH_INITS:
+            raise ValueError(
+                f"question_match_init must be one of {QUESTION_MATCH_INITS}, got {self.question_match_init!r}"
+            )
         if self.context_width and not self.question_match_dim:
             raise ValueError("context_width needs the question-match term (question_match_dim > 0)")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:

@@ -124,7 +124,9 @@ class CaCoVIDPolicy(nn.Module):
         self.token_head = _head(D, widths, config.init_scale, gen)
         self.frame_head = _head(D, widths, config.init_scale, gen)
         self.question_match = (
-            QuestionMatch(D, config.question_match_dim, gen, eps=eps) if config.question_match_dim else None
+            QuestionMatch(D, config.question_match_dim, gen, eps=eps, init=config.question_match_init)
+            if config.question_match_dim
+            else None
         )
         self.context = CrossFrameContext(config.context_width, gen) if config.context_width else None
 

@@ -13,7 +13,9 @@ question's tokens). Centring each question token's column on the video's mean le
 some video tokens match *more* than others, so template words and special tokens fall away. r is
 added to the token's keep-minus-drop score. W_k starts at zero (r = 0 for every token, so a fresh
 policy scores exactly as without the term) and W_q with Glorot weights, as low-rank adapters are
-started, so the first gradient reaches W_k and the term grows from nothing.
+started, so the first gradient reaches W_k and the term grows from nothing. With `init="query"`,
+W_k starts equal to W_q instead: each video token then scores by how much it resembles some question
+word more than the video's average token does, a label-free prior for answer-reward training.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ SHARPNESS = 4.0
 class QuestionMatch(nn.Module):
     """(N, D) video embeddings and (Q, D) question embeddings → (N,) match scores r."""
 
-    def __init__(self, hidden: int, dim: int, generator: torch.Generator, eps: float = 1e-6) -> None:
+    def __init__(
+        self, hidden: int, dim: int, generator: torch.Generator, eps: float = 1e-6, init: str = "zero"
+    ) -> None:
         super().__init__()
         if dim < 1 or hidden < 1:
             raise ValueError(f"question match needs positive sizes, got hidden {hidden}, dim {dim}")
@@ -40,7 +44,10 @@ class QuestionMatch(nn.Module):
         with torch.no_grad():
             bound = (6.0 / (hidden + dim)) ** 0.5
             self.query.weight.uniform_(-bound, bound, generator=generator)
-            self.key.weight.zero_()
+            if init == "query":  # a match of a video token with a question word it resembles
+                self.key.weight.copy_(self.query.weight)
+            else:
+                self.key.weight.zero_()
 
     def forward(self, video: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         if video.dim() != 2 or question.dim() != 2 or video.shape[1] != question.shape[1]:

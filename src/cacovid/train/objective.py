@@ -60,9 +60,32 @@ def group_std_advantages(rewards: Tensor, modes: Tensor, config: TrainConfig) ->
     )
 
 
+def leave_one_out_advantages(rewards: Tensor, modes: Tensor, config: TrainConfig) -> Tensor:
+    """(G,) A_j = R_j − mean of the other rollouts' rewards, per mode, on the reward's own scale.
+
+    No division by the group's spread: a group whose rewards hardly differ gets advantages near 0
+    instead of ±1 (what the std normalisation gives a near-flat dense-reward group), so the gradient
+    follows how much a rollout's reward differs, not only its rank. Content rollouts get 0.
+    """
+    if rewards.dim() != 1 or modes.shape != rewards.shape:
+        raise ValueError(
+            f"rewards and modes must be (G,) of equal length, got {tuple(rewards.shape)}, "
+            f"{tuple(modes.shape)}"
+        )
+    r = rewards.double()
+    adv = torch.zeros_like(r)
+    for mode in (TOKEN, FRAME):
+        member = modes == mode
+        n = int(member.sum())
+        if n >= 2:
+            adv[member] = r[member] - (r[member].sum() - r[member]) / (n - 1)
+    return adv.float()
+
+
 # Advantage estimators by name (`TrainConfig.advantage`): (rewards (G,), modes (G,), config) → (G,).
 ADVANTAGES: dict[str, Advantages] = {
     "group": group_std_advantages,
+    "leave_one_out": leave_one_out_advantages,
 }
 
 
