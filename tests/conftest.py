@@ -33,6 +33,16 @@ FAMILIES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl")
 ROUNDING = {"rtol": 1e-5, "atol": 1e-6}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers `float_paths` here rather than in pyproject.toml, whose hash `./dev` reads as the
+    signal to rebuild .venv: a marker is no reason to reinstall the stack."""
+    config.addinivalue_line(
+        "markers",
+        "float_paths: compares floats computed along different kernel paths (shapes, batching, CPU "
+        "vector unit); .ci/run reruns these with ATEN_CPU_CAPABILITY=default",
+    )
+
+
 def assert_equal_up_to_rounding(actual: torch.Tensor, expected: torch.Tensor, msg: str | None = None) -> None:
     """Fail unless two float tensors agree within `ROUNDING`: the check for results that are equal in
     exact arithmetic but come from differently blocked kernels. Bit-identity is only promised for the

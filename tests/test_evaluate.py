@@ -183,6 +183,7 @@ def test_parse_methods():
 
 
 # ---- end to end on a tiny model --------------------------------------------------------------------
+@pytest.mark.float_paths
 def test_end_to_end_tiny_llava(adapter, tmp_path):
     methods = build_methods(parse_methods("random,uniform,oracle"), adapter)
     summary = run_evaluation(adapter, _source(3), methods, tmp_path, EvalConfig(ratios=(0.25, 0.1)))
@@ -210,6 +211,7 @@ def test_end_to_end_tiny_llava(adapter, tmp_path):
     assert got == want
 
 
+@pytest.mark.float_paths
 def test_batching_items_gives_same_rows(adapter, tmp_path):
     methods = build_methods(parse_methods("random,uniform"), adapter)
     a = run_evaluation(adapter, _source(3), methods, tmp_path / "a", EvalConfig(ratios=(0.2,)))

@@ -149,6 +149,7 @@ def _requests(lm, docs, contexts, kind, args_for):
     ]
 
 
+@pytest.mark.float_paths
 @needs_lmms_eval
 def test_generate_until_cuts_at_stop_strings_and_survives_a_bad_video(exported, tmp_path):
     from cacovid.data.videor1 import load_videor1
@@ -177,6 +178,7 @@ def test_generate_until_cuts_at_stop_strings_and_survives_a_bad_video(exported, 
     assert cut == [expected[:1]]
 
 
+@pytest.mark.float_paths
 @needs_lmms_eval
 def test_loglikelihood_scores_options_after_the_compressed_prompt(exported):
     from cacovid.data.videor1 import load_videor1

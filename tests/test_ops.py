@@ -26,6 +26,8 @@ from cacovid.ops import (
 )
 from cacovid.ops.merge import nearest_targets
 
+pytestmark = pytest.mark.float_paths  # .ci/run reruns these on torch's default CPU kernels
+
 torch.set_num_threads(1)
 
 

@@ -41,6 +41,7 @@ def policy_dirs(tmp_path_factory):
     return get
 
 
+@pytest.mark.float_paths
 @pytest.mark.parametrize("method", ["cacovid", "uniform", "divprune"])
 def test_user_generate_matches_the_adapter_path(video_llm, tiny_frames, tiny_question, policy_dirs, method):
     if method == "cacovid":

@@ -33,6 +33,8 @@ from cacovid.selectors import (
 )
 from cacovid.types import EncodedPrompt, Selector, token_budget
 
+pytestmark = pytest.mark.float_paths  # .ci/run reruns these on torch's default CPU kernels
+
 torch.set_num_threads(1)
 
 BASELINES = [

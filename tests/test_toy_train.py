@@ -39,6 +39,7 @@ def _config(tmp_path, **kw) -> ToyTrainConfig:
     return ToyTrainConfig(**base)
 
 
+@pytest.mark.float_paths
 def test_video_features_equal_the_model_path(tmp_path):
     tr = ToyTrainer(_config(tmp_path))
     enc = tr.batcher.encode(tr._items(0))
@@ -50,6 +51,7 @@ def test_video_features_equal_the_model_path(tmp_path):
     torch.testing.assert_close(ours, theirs)
 
 
+@pytest.mark.float_paths
 def test_training_forward_matches_the_adapter_on_pruned_prompts(tmp_path):
     """Training rows (pruned, left-padded, original positions) give the adapter's next-token logits."""
     tr = ToyTrainer(_config(tmp_path))
@@ -86,6 +88,7 @@ def test_resume_is_exact(tmp_path):
     assert straight.step == resumed.step == 4
 
 
+@pytest.mark.float_paths
 def test_query_attention_matches_eager_attention(tmp_path):
     """The recomputed attention row of the grounding loss equals the layer's own eager attention."""
     from cacovid.models.attention import capture_inputs, capture_output, eager_attention
