@@ -67,6 +67,24 @@ def test_tune_selection_breaks_near_ties_by_recall(toy):
         tune_selection(adapter, policy, prompts, items, [0.1], tolerance=-0.1)
 
 
+def test_tune_selection_by_accuracy_reads_no_annotation(toy):
+    import dataclasses
+
+    adapter, policy, prompts, items = toy
+    best, table = tune_selection(adapter, policy, prompts, items, [0.1, 0.25], by="accuracy")
+    top = max(r["accuracy"] for r in table)
+    assert _chosen(best, table)["accuracy"] == top
+    assert _chosen(best, table) is next(r for r in table if r["accuracy"] == top)  # ties: the first tried
+    bare = [dataclasses.replace(it, evidence=None, counterfactual=None) for it in items]
+    with torch.inference_mode():
+        bare_prompts = [adapter.encode_item(it) for it in bare]
+    assert all(p.evidence_mask is None for p in bare_prompts)
+    again, bare_table = tune_selection(adapter, policy, bare_prompts, bare, [0.1, 0.25], by="accuracy")
+    assert again == best and all(r["evidence_recall"] is None for r in bare_table)
+    with pytest.raises(ValueError, match="by must be one of"):
+        tune_selection(adapter, policy, prompts, items, [0.1], by="recall_only")
+
+
 def test_tune_selection_rejects_bad_input(toy):
     adapter, policy, prompts, items = toy
     with pytest.raises(ValueError, match="ratios"):

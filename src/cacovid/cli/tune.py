@@ -27,11 +27,16 @@ def tune_selection_command(
         help="Accuracies within this of the best count as tied, and the tie goes to evidence recall "
         "(default: one standard error of the best accuracy; 0: the strictly most accurate).",
     ),
+    by: str = typer.Option(
+        "recall",
+        help="recall: the best evidence recall among the settings about as accurate as the most accurate; "
+        "accuracy: the most accurate, from the answers alone (no evidence annotations read).",
+    ),
     write: bool = typer.Option(True, "--write/--dry-run", help="Write selection.json (else only print)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Try α ∈ {0, 0.5, 0.75, 1}, cap ∈ {1.5·ρ, 1}, fill ∈ {even, score}; keep the best recall among
-    the settings about as accurate as the most accurate."""
+    the settings about as accurate as the most accurate (or, with --by accuracy, the most accurate)."""
     import torch
 
     from cacovid.data.sources import source_from_args
@@ -58,7 +63,11 @@ def tune_selection_command(
         raise typer.BadParameter(str(e)) from e
     with torch.inference_mode():
         prompts = [adapter.encode_item(it) for it in items]
-    best, table = tune_selection(adapter, pol, prompts, items, ratio_list, tolerance=tolerance)
+    from cacovid.train.tuning import TUNING_CRITERIA
+
+    if by not in TUNING_CRITERIA:
+        raise typer.BadParameter(f"choose one of {', '.join(TUNING_CRITERIA)}", param_hint="--by")
+    best, table = tune_selection(adapter, pol, prompts, items, ratio_list, tolerance=tolerance, by=by)
     for row in table:
         cap = "1.5ρ" if row["cap"] is None else row["cap"]
         rec = "–" if row["evidence_recall"] is None else f"{row['evidence_recall']:.3f}"
@@ -74,7 +83,8 @@ def tune_selection_command(
             if r["alpha"] == best["alpha"] and r["fill"] == best["fill"] and r["cap"] == best.get("cap")
         )
         note = (
-            f"chosen by `cacovid tune-selection` on {len(items)} {split} items at ratios {ratio_list}: "
+            f"chosen by `cacovid tune-selection --by {by}` on {len(items)} {split} items "
+            f"at ratios {ratio_list}: "
             f"accuracy {chosen['accuracy']:.3f}, evidence recall {chosen['evidence_recall']}"
         )
         typer.echo(f"wrote {write_selection(policy, best, note)}")

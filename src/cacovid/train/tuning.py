@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from cacovid.models.base import VideoLLM
     from cacovid.policy.network import CaCoVIDPolicy
 
-__all__ = ["DEFAULT_ALPHAS", "DEFAULT_CAPS", "tune_selection", "write_selection"]
+__all__ = ["DEFAULT_ALPHAS", "DEFAULT_CAPS", "TUNING_CRITERIA", "tune_selection", "write_selection"]
+
+# What `tune_selection` picks by: evidence recall among the near-best accuracies, or accuracy alone.
+TUNING_CRITERIA: tuple[str, ...] = ("recall", "accuracy")
 
 # α = 0 with the score fill spends the whole budget on the best token scores anywhere, ignoring the
 # frame head: the right choice when the frame head ranks frames worse than the token head does.
@@ -51,9 +54,13 @@ def tune_selection(
     fills: Sequence[str] = FILL_RULES,
     batch_size: int = 16,
     tolerance: float | None = None,
+    by: str = "recall",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(best options, one row per setting): the highest evidence recall among the settings whose mean
-    accuracy over `ratios` lies within `tolerance` of the best (ties: the more accurate).
+    """(best options, one row per setting): with `by` "recall", the highest evidence recall among the
+    settings whose mean accuracy over `ratios` lies within `tolerance` of the best (ties: the more
+    accurate); with `by` "accuracy", the most accurate setting, read off the answers alone (ties: the
+    first tried, in the order α = 0, 0.5, 0.75, 1), for data without evidence annotations and for
+    policies that must not be chosen by them.
 
     Why not simply the most accurate: on the usual 90 validation items the settings' accuracies
     differ by less than their standard error, so a strict maximum picks noise; the recall separates
@@ -64,6 +71,8 @@ def tune_selection(
     α = 1 leaves nothing to fill, so it is tried with one fill rule only; α = 0 leaves no frame
     shares, so it is tried once, with the score fill (with the even fill it would be policy-free).
     """
+    if by not in TUNING_CRITERIA:
+        raise ValueError(f"by must be one of {TUNING_CRITERIA}, got {by!r}")
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if not prompts or len(prompts) != len(items):
@@ -85,11 +94,18 @@ def tune_selection(
         row["per_ratio"] = rows
         table.append(row)
     top = max(r["accuracy"] for r in table)
+    if by == "accuracy":
+        best = next(r for r in table if r["accuracy"] == top)
+        return _options(best), table
     if tolerance is None:
         tolerance = math.sqrt(top * (1.0 - top) / (len(items) * len(ratios)))
     close = [r for r in table if r["accuracy"] >= top - tolerance - 1e-12]
     best = max(close, key=lambda r: (r["evidence_recall"] or 0.0, r["accuracy"]))
-    options = {"alpha": best["alpha"], "fill": best["fill"]}
-    if best["cap"] is not None:
-        options["cap"] = best["cap"]
-    return options, table
+    return _options(best), table
+
+
+def _options(row: dict[str, Any]) -> dict[str, Any]:
+    options = {"alpha": row["alpha"], "fill": row["fill"]}
+    if row["cap"] is not None:
+        options["cap"] = row["cap"]
+    return options
