@@ -35,6 +35,7 @@ import torch
 from cacovid.distributed import Processes, current, shard
 from cacovid.policy.network import CaCoVIDPolicy
 from cacovid.policy.selector import CaCoVIDSelector
+from cacovid.progress import Progress
 from cacovid.train.checkpoint import (
     CHECKPOINT_DIR,
     find_checkpoint,
@@ -311,22 +312,29 @@ class Trainer:
         if procs.is_main and self.log_path.exists():
             self.log_path.unlink()  # a fresh run starts a fresh log
         c = self.config
-        if c.blind_filter and procs.distributed:  # each process tests its share of the items
-            mine = list(shard(len(self.train_items), procs))
-            correct = blind_answers_correct(
-                self.adapter,
-                [self.train_items[i] for i in mine],
-                batch_size=c.val_batch_size,
-                max_new_tokens=c.max_new_tokens,
-            )
-            pooled = procs.all_gather(list(zip(mine, correct, strict=True)))
-            self.kept = sorted(i for part in pooled for i, ok in part if not ok)
-        elif c.blind_filter:
-            self.kept = blind_filter(
-                self.adapter, self.train_items, batch_size=c.val_batch_size, max_new_tokens=c.max_new_tokens
-            )
-        else:
-            self.kept = list(range(len(self.train_items)))
+        blind = Progress("blind test", len(self.train_items), unit="items", enabled=self.show_progress)
+        with blind:
+            if c.blind_filter and procs.distributed:  # each process tests its share of the items
+                mine = list(shard(len(self.train_items), procs))
+                correct = blind_answers_correct(
+                    self.adapter,
+                    [self.train_items[i] for i in mine],
+                    batch_size=c.val_batch_size,
+                    max_new_tokens=c.max_new_tokens,
+                    progress=lambda n: blind.advance(n * procs.world_size),
+                )
+                pooled = procs.all_gather(list(zip(mine, correct, strict=True)))
+                self.kept = sorted(i for part in pooled for i, ok in part if not ok)
+            elif c.blind_filter:
+                self.kept = blind_filter(
+                    self.adapter,
+                    self.train_items,
+                    batch_size=c.val_batch_size,
+                    max_new_tokens=c.max_new_tokens,
+                    progress=blind.advance,
+                )
+            else:
+                self.kept = list(range(len(self.train_items)))
         self._log(
             {
                 "event": "filter",
@@ -441,8 +449,10 @@ class Trainer:
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
 
-    def _progress(self, total: int) -> _Progress:
-        return _Progress(total, self.items_done, enabled=self.show_progress)
+    def _progress(self, total: int) -> _TrainProgress:
+        return _TrainProgress(
+            Progress("train", total, completed=self.items_done, unit="items", enabled=self.show_progress)
+        )
 
 
 def _identity(rewards: torch.Tensor) -> torch.Tensor:
@@ -461,39 +471,23 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return after // every > before // every
 
 
-class _Progress:
-    """A rich progress bar showing reward, top-k accuracy and the current r (or nothing)."""
+class _TrainProgress:
+    """The trainer's progress (a bar at a terminal, plain lines in a log) with the running reward,
+    top-rollout reward and r."""
 
-    def __init__(self, total: int, completed: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total, self.completed = total, completed
-        self._bar = None
-        self._task = None
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
 
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task("train", total=self.total, completed=self.completed, info="")
+    def __enter__(self) -> _TrainProgress:
+        self.progress.__enter__()
         return self
 
     def update(self, running: dict[str, float]) -> None:
-        if self._bar is None:
-            return
         info = (
             f"reward {running.get('reward_token', float('nan')):.3f}  "
-            f"acc {running.get('reward_top', float('nan')):.3f}  r {running.get('ratio', float('nan')):.3f}"
+            f"top {running.get('reward_top', float('nan')):.3f}  r {running.get('ratio', float('nan')):.3f}"
         )
-        self._bar.update(self._task, advance=1, info=info)
+        self.progress.advance(info=info)
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self.progress.__exit__(*exc)

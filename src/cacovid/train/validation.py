@@ -37,10 +37,12 @@ def blind_answers_correct(
     batch_size: int = 16,
     max_new_tokens: int = 4,
     threshold: float = 1.0,
+    progress: Callable[[int], None] | None = None,
 ) -> list[bool]:
     """For each item: does the frozen model answer it correctly (reward ≥ threshold) blind?
 
     "Blind" means every video token is dropped (an all-False keep mask); text and separators stay.
+    `progress(n)` is called after every batch of n items.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -51,6 +53,8 @@ def blind_answers_correct(
         rows: list[Row] = [(p, torch.zeros(p.num_video_tokens, dtype=torch.bool), None) for p in prompts]
         texts = adapter.generate_rows(rows, max_new_tokens=max_new_tokens)
         out.extend(reward(t, it) >= threshold for t, it in zip(texts, chunk, strict=True))
+        if progress is not None:
+            progress(len(chunk))
     return out
 
 
@@ -61,10 +65,11 @@ def blind_filter(
     reward: TextReward = accuracy_reward,
     batch_size: int = 16,
     max_new_tokens: int = 4,
+    progress: Callable[[int], None] | None = None,
 ) -> list[int]:
     """Indices of the items to keep for training: those the frozen model gets wrong blind."""
     correct = blind_answers_correct(
-        adapter, items, reward=reward, batch_size=batch_size, max_new_tokens=max_new_tokens
+        adapter, items, reward=reward, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress
     )
     return [i for i, c in enumerate(correct) if not c]
 
