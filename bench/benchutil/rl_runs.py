@@ -157,7 +157,18 @@ class CachedEncodings:
         return getattr(self._adapter, name)
 
 
-def make_policy(adapter, seed: int, init_policy: str | None, novelty_weight: float = 0.0):
+# Setting fields that choose the starting policy rather than the TrainConfig: how a fresh policy's
+# question-match term starts ("zero", or "query": the label-free prior of the decoys recipe).
+POLICY_FIELDS = ("question_match_init",)
+
+
+def make_policy(
+    adapter,
+    seed: int,
+    init_policy: str | None,
+    novelty_weight: float = 0.0,
+    question_match_init: str = "zero",
+):
     """The starting policy: a saved one, or a fresh one from the host with the question-match term
     (the term that lets a policy read the question, docs/method.md §8) and the given prior weight."""
     from cacovid.policy import CaCoVIDPolicy
@@ -166,7 +177,11 @@ def make_policy(adapter, seed: int, init_policy: str | None, novelty_weight: flo
         policy = CaCoVIDPolicy.from_pretrained(init_policy, host=adapter)
     else:
         policy = CaCoVIDPolicy.from_host(
-            adapter, seed=seed, question_match_dim=QUESTION_MATCH_DIM, novelty_weight=novelty_weight
+            adapter,
+            seed=seed,
+            question_match_dim=QUESTION_MATCH_DIM,
+            novelty_weight=novelty_weight,
+            question_match_init=question_match_init,
         )
     return policy.to(adapter.device)
 
@@ -212,16 +227,21 @@ def train_run(
     val: Sequence,
     init_policy: str | None,
     novelty_weight: float = 0.0,
+    val_selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One training run: its validation curve, counters and timings (see the module docstring)."""
+    """One training run: its validation curve, counters and timings (see the module docstring).
+    `val_selection`: the selection validation runs with (default: `validation_selection(init_policy)`)."""
     from cacovid.train.config import TrainConfig
     from cacovid.train.rewards import rollout_reward
     from cacovid.train.sampling import mode_counts
     from cacovid.train.trainer import Trainer
 
-    config = TrainConfig(**{**config_fields, "seed": seed})
+    policy_start = {k: v for k, v in config_fields.items() if k in POLICY_FIELDS}
+    config = TrainConfig(
+        **{**{k: v for k, v in config_fields.items() if k not in POLICY_FIELDS}, "seed": seed}
+    )
     meter = RewardMeter(rollout_reward(config.reward, config.max_new_tokens))
-    policy = make_policy(adapter, seed, init_policy, novelty_weight)
+    policy = make_policy(adapter, seed, init_policy, novelty_weight, **policy_start)
     with tempfile.TemporaryDirectory(prefix=f"cacovid-rl-{name}-") as tmp:
         trainer = Trainer(
             adapter,
@@ -233,7 +253,7 @@ def train_run(
             reward_fn=meter,
             resume=False,
             progress=False,
-            val_selection=validation_selection(init_policy),
+            val_selection=validation_selection(init_policy) if val_selection is None else val_selection,
         )
         val_seconds = [0.0]
         validate = trainer.validate
@@ -260,15 +280,15 @@ def train_run(
             continue
         n = int(r["items_done"])
         # Host rows answered once the n-th item's I reward calls were made (a failed item may have
-        # made fewer: then the count so far).
+        # made fewer: then the count so far); one optimiser step per iteration of a round of items.
         rollouts = meter.cumulative[min(n * I, len(meter.cumulative)) - 1] if meter.cumulative else 0
-        points.append(_point(n, int(n * I), rollouts, [r], ratio))
+        points.append(_point(n, math.ceil(n / config.items_per_step) * I, rollouts, [r], ratio))
     train_seconds = fit_seconds - (val_seconds[0] - val_before)
     n_items = int(summary["items_done"])
     return {
         "name": name,
         "seed": seed,
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), **policy_start},
         "mode_counts": list(mode_counts(config)),
         "curve": points,
         "final_accuracy": points[-1]["accuracy"],
@@ -304,6 +324,7 @@ def run_all(
     work: Path,
     *,
     progress: Callable[[str], None] = print,
+    val_selection: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every (setting, seed) run, in seed-major order; a run already saved in `work` is loaded.
 
@@ -337,7 +358,9 @@ def run_all(
                     progress(f"{name} seed {seed}: loaded from {path}")
                     continue
             start = time.perf_counter()
-            run = train_run(host, name, seed, config, train, val, args.init_policy, args.novelty_weight)
+            run = train_run(
+                host, name, seed, config, train, val, args.init_policy, args.novelty_weight, val_selection
+            )
             run["key"] = key
             path.write_text(json.dumps(run, default=float))
             runs.append(run)
@@ -351,7 +374,8 @@ def run_all(
 def _config_dict(fields: dict[str, Any]) -> dict[str, Any]:
     from cacovid.train.config import TrainConfig
 
-    return TrainConfig(**fields).to_dict()
+    start = {k: v for k, v in fields.items() if k in POLICY_FIELDS}
+    return {**TrainConfig(**{k: v for k, v in fields.items() if k not in POLICY_FIELDS}).to_dict(), **start}
 
 
 # ---- reward groups -------------------------------------------------------------------------------
