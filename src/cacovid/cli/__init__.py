@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cacovid.cli import demo, distill, import_official, toy, train, tune, world
+from cacovid.cli import compare, demo, distill, import_official, toy, train, tune, world
 from cacovid.cli import eval as eval_cli
 from cacovid.cli import filter as filter_cli
 
@@ -25,6 +25,7 @@ app.add_typer(toy.app, name="toy", help="Train and evaluate the embedded tiny vi
 app.add_typer(train.app, name="train", help="Train a CaCoVID policy for a video LLM (RL, resumable).")
 app.command("eval")(eval_cli.eval_command)
 app.command("report")(eval_cli.report_command)
+app.command("compare")(compare.compare_command)
 app.command("tune-selection")(tune.tune_selection_command)
 app.command("distill")(distill.distill_command)
 app.command("filter")(filter_cli.filter_command)
