@@ -38,7 +38,7 @@ import torch
 from benchutil import rl_runs
 
 SAMPLERS: dict[str, dict[str, Any]] = {
-    "modes": {},
+    "modes": {"sampler": "modes", "frame_share": 0.25, "content_rollout": True},
     "naive": {"sampler": "naive", "frame_share": 0.0, "content_rollout": False},
     "gumbel": {"sampler": "gumbel", "frame_share": 0.0, "content_rollout": False},
 }
@@ -52,6 +52,7 @@ RECIPE: dict[str, Any] = {
     "reward": "logodds",
     "advantage": "leave_one_out",
     "layer_lr_scale": 0.0,
+    "min_lr_scale": 1.0,
     "val_selection": {"alpha": 0.0, "fill": "score"},
 }
 TARGET_SHARE = 0.9

@@ -220,7 +220,7 @@ def _train_config(**kw):
         group_size=4, iterations=2, reward="dense", blind_filter=True, lr=1e-2, warmup_fraction=0.0,
         checkpoint_every=2, val_every=4, val_ratios=(0.5,), seed=3,
     )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    return TrainConfig.paper(**(base | kw))
 
 
 def _items():

@@ -47,7 +47,7 @@ def test_every_recipe_loads(path: Path):
     config = TrainConfig.from_dict(shown["train_config"])
     for key, value in recipe.items():
         if key in shown["train_config"]:
-            assert getattr(config, key) == value, key
+            assert config.to_dict()[key] == value, key
         elif key != "description":
             assert shown["run"][key] == value, key
 
@@ -66,11 +66,27 @@ def test_the_stages_form_one_lineage():
 
 def test_a_recipe_equals_its_command_line():
     line = shlex.split(
-        "--model toy --reward dense --ratio 0.06 --fixed-ratio --kl-coef 0.1 --layer-lr-scale 0 "
+        "--preset paper --model toy --reward dense --ratio 0.06 --fixed-ratio --kl-coef 0.1 --layer-lr-scale 0 "
         "--init-policy runs/p4/policy --band-beta 6 --band-group 4 --group-size 64 --lr 2e-4 "
         "--n-items 700 --world preset=classic,seed_offset=9000000 --out runs/p5"
     )
     assert _resolved("--config", str(SHIPPED / "stage5.json")) == _resolved(*line)
+
+
+def test_the_paper_preset_is_the_paper_recipe_under_the_file_and_the_command_line(tmp_path):
+    from cacovid.train.config import PAPER
+
+    shown = _resolved("--preset", "paper")
+    assert shown["train_config"] == TrainConfig.paper().to_dict() != TrainConfig().to_dict()
+    assert shown["run"]["question_match_dim"] == 0 and shown["run"]["val_selection"] is None
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"preset": "paper", "lr": 3e-4}))
+    shown = _resolved("--config", str(path), "--group-size", "8")
+    assert shown["train_config"] == TrainConfig.paper(lr=3e-4, group_size=8).to_dict()
+    assert set(PAPER) == {
+        k for k, v in TrainConfig().to_dict().items() if TrainConfig.paper().to_dict()[k] != v
+    }
+    assert "choose one of answer-only, paper" in _refused("--preset", "grpo")
 
 
 def test_the_command_line_overrides_the_file(tmp_path):
@@ -162,5 +178,7 @@ def test_the_sampler_option_reaches_the_train_config(tmp_path):
     recipe.write_text(json.dumps({"description": "x", "frame_share": 0.0, "content_rollout": False}))
     shown = _resolved("--config", str(recipe), "--sampler", "naive", "--out", "runs/x")
     assert TrainConfig.from_dict(shown["train_config"]).sampler == "naive"
-    assert TrainConfig.from_dict(_resolved("--out", "runs/x")["train_config"]).sampler == "modes"
-    assert "naive" in _refused("--sampler", "naive", "--out", "runs/x")  # frame mode still on
+    assert TrainConfig.from_dict(_resolved("--out", "runs/x")["train_config"]).sampler == "gumbel"
+    assert TrainConfig.from_dict(_resolved("--preset", "paper")["train_config"]).sampler == "modes"
+    # the paper's preset has frame mode on, which the naive sampler does not have
+    assert "naive" in _refused("--preset", "paper", "--sampler", "naive", "--out", "runs/x")

@@ -65,7 +65,7 @@ def _config(**overrides) -> TrainConfig:
         warmup_fraction=0.0,
         seed=0,
     )
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.paper(**{**base, **overrides})
 
 
 def _known_ranks(policy: CaCoVIDPolicy, prompt: EncodedPrompt, known: torch.Tensor) -> torch.Tensor:

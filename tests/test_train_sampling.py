@@ -43,7 +43,7 @@ def _inputs(T: int, P: int, D: int = 8, seed: int = 0):
 )
 def test_every_rollout_keeps_the_same_exact_count(T, P, ratio, G, seed):
     s, u, x = _inputs(T, P, seed=seed)
-    cfg = TrainConfig(group_size=G)
+    cfg = TrainConfig.paper(group_size=G)
     ro = sample_rollouts(s, u, x, ratio, cfg, torch.Generator().manual_seed(seed))
     k = per_frame_budget(ratio, P)
     assert ro.masks.shape == (G, T * P) and ro.masks.dtype == torch.bool
@@ -66,11 +66,11 @@ def test_every_rollout_keeps_the_same_exact_count(T, P, ratio, G, seed):
 
 
 def test_mode_split_follows_the_method():
-    assert mode_counts(TrainConfig(group_size=32)) == (23, 8, 1)
-    assert mode_counts(TrainConfig(group_size=32, content_rollout=False)) == (24, 8, 0)
-    assert mode_counts(TrainConfig(group_size=1)) == (1, 0, 0)
-    assert mode_counts(TrainConfig(group_size=2)) == (1, 1, 0)
-    assert mode_counts(TrainConfig(group_size=4, frame_share=0.0)) == (3, 0, 1)
+    assert mode_counts(TrainConfig.paper(group_size=32)) == (23, 8, 1)
+    assert mode_counts(TrainConfig.paper(group_size=32, content_rollout=False)) == (24, 8, 0)
+    assert mode_counts(TrainConfig.paper(group_size=1)) == (1, 0, 0)
+    assert mode_counts(TrainConfig.paper(group_size=2)) == (1, 1, 0)
+    assert mode_counts(TrainConfig.paper(group_size=4, frame_share=0.0)) == (3, 0, 1)
 
 
 def test_budgets_and_band_counts():
@@ -87,7 +87,7 @@ def test_budgets_and_band_counts():
 
 def test_first_token_rollout_is_the_per_frame_top_k():
     s, u, x = _inputs(5, 30)
-    ro = sample_rollouts(s, u, x, 0.1, TrainConfig(group_size=8), torch.Generator().manual_seed(0))
+    ro = sample_rollouts(s, u, x, 0.1, TrainConfig.paper(group_size=8), torch.Generator().manual_seed(0))
     first = ro.masks[0].reshape(5, 30)
     assert int(ro.modes[0]) == TOKEN
     for t in range(5):
@@ -97,7 +97,7 @@ def test_first_token_rollout_is_the_per_frame_top_k():
 def test_first_frame_rollout_takes_the_top_frames_and_density_peaks():
     T, P = 16, 10
     s, u, x = _inputs(T, P)
-    cfg = TrainConfig(group_size=8)
+    cfg = TrainConfig.paper(group_size=8)
     ro = sample_rollouts(s, u, x, 0.2, cfg, torch.Generator().manual_seed(0))
     j = int((ro.modes == FRAME).nonzero()[0])
     n_f = frames_per_rollout(T, P, T * 2, cfg.frame_fraction)
@@ -112,7 +112,7 @@ def test_first_frame_rollout_takes_the_top_frames_and_density_peaks():
 def test_content_rollout_is_policy_free_per_frame_density():
     T, P = 4, 25
     s, u, x = _inputs(T, P)
-    cfg = TrainConfig(group_size=6)
+    cfg = TrainConfig.paper(group_size=6)
     a = sample_rollouts(s, u, x, 0.2, cfg, torch.Generator().manual_seed(0))
     b = sample_rollouts(-s, -u, x, 0.2, cfg, torch.Generator().manual_seed(9))
     assert int(a.modes[-1]) == CONTENT
@@ -125,7 +125,7 @@ def test_content_rollout_is_policy_free_per_frame_density():
 
 def test_same_generator_state_same_rollouts():
     s, u, x = _inputs(6, 20)
-    cfg = TrainConfig(group_size=12)
+    cfg = TrainConfig.paper(group_size=12)
     a = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(5))
     b = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(5))
     c = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(6))
@@ -154,7 +154,7 @@ def test_band_choice_and_in_band_draws_follow_their_probabilities():
     """Empirical keep frequencies over many rollouts match the band/in-band model."""
     P, k, r = 16, 1, 1 / 16
     s = torch.linspace(3.0, -3.0, P).unsqueeze(0)  # token i has rank i
-    cfg = TrainConfig(group_size=2)
+    cfg = TrainConfig.paper(group_size=2)
     n = 20001
     masks = token_mode(s, k, n, r, cfg, torch.Generator().manual_seed(0))[1:, 0]  # (n-1, P)
     freq = masks.float().mean(0)
@@ -174,26 +174,26 @@ def test_band_choice_and_in_band_draws_follow_their_probabilities():
 
 def test_frame_probabilities_are_floored_and_capped():
     u = torch.tensor([20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    p = frame_probabilities(u, TrainConfig(frame_floor=0.5, frame_cap=4.0))
+    p = frame_probabilities(u, TrainConfig.paper(frame_floor=0.5, frame_cap=4.0))
     assert math.isclose(float(p.sum()), 1.0, rel_tol=1e-9)
     assert float(p.min()) >= 0.5 / 8 - 1e-12  # every frame can be explored
     assert float(p.max()) <= 4.0 / 8 + 1e-12
     assert int(p.argmax()) == 0
-    mild = frame_probabilities(torch.tensor([0.1, 0.0, -0.1]), TrainConfig(frame_floor=0.0))
+    mild = frame_probabilities(torch.tensor([0.1, 0.0, -0.1]), TrainConfig.paper(frame_floor=0.0))
     assert torch.allclose(mild, torch.softmax(torch.tensor([0.1, 0.0, -0.1], dtype=torch.float64), 0))
 
 
 def test_frame_mode_spends_the_budget_in_enough_frames():
     T, P = 8, 4
     _, u, x = _inputs(T, P)
-    masks, frames = frame_mode(u, x, kept=12, n=5, config=TrainConfig(), generator=torch.Generator())
+    masks, frames = frame_mode(u, x, kept=12, n=5, config=TrainConfig.paper(), generator=torch.Generator())
     assert bool((frames.sum(1) == 3).all())  # ⌈8·0.125⌉ = 1 frame cannot hold 12 tokens: 3 needed
     assert bool((masks.reshape(5, -1).sum(1) == 12).all())
 
 
 def test_rejects_bad_inputs():
     s, u, x = _inputs(3, 5)
-    cfg = TrainConfig(group_size=4)
+    cfg = TrainConfig.paper(group_size=4)
     g = torch.Generator()
     with pytest.raises(ValueError):
         sample_rollouts(s.reshape(-1), u, x, 0.2, cfg, g)
@@ -204,16 +204,16 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="Generator"):
         sample_rollouts(s, u, x, 0.2, cfg, None)
     with pytest.raises(ValueError):
-        TrainConfig(group_size=0)
+        TrainConfig.paper(group_size=0)
     with pytest.raises(ValueError):
-        TrainConfig(in_band_clamp=(2.0, 0.5))
+        TrainConfig.paper(in_band_clamp=(2.0, 0.5))
 
 
 def test_full_size_sampling_is_fast():
     """32 frames × 196 tokens (LLaVA-OV-7B scale), G = 32: vectorised, well under a second."""
     T, P, D = 32, 196, 64
     s, u, x = _inputs(T, P, D)
-    cfg = TrainConfig(group_size=32)
+    cfg = TrainConfig.paper(group_size=32)
     sample_rollouts(s, u, x, 0.02, cfg, torch.Generator().manual_seed(0))  # warm-up
     start = time.perf_counter()
     ro = sample_rollouts(s, u, x, 0.02, cfg, torch.Generator().manual_seed(1))
@@ -223,26 +223,26 @@ def test_full_size_sampling_is_fast():
 
 
 def test_frame_share_one_puts_every_rollout_but_content_in_frame_mode():
-    assert mode_counts(TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False)) == (0, 7, 1)
+    assert mode_counts(TrainConfig.paper(group_size=8, frame_share=1.0, adapt_ratio=False)) == (0, 7, 1)
     assert mode_counts(
-        TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False, content_rollout=False)
+        TrainConfig.paper(group_size=8, frame_share=1.0, adapt_ratio=False, content_rollout=False)
     ) == (0, 8, 0)
-    assert mode_counts(TrainConfig(group_size=1, frame_share=1.0, adapt_ratio=False)) == (0, 1, 0)
+    assert mode_counts(TrainConfig.paper(group_size=1, frame_share=1.0, adapt_ratio=False)) == (0, 1, 0)
     s, u, x = _inputs(6, 20)
-    cfg = TrainConfig(group_size=8, frame_share=1.0, adapt_ratio=False)
+    cfg = TrainConfig.paper(group_size=8, frame_share=1.0, adapt_ratio=False)
     ro = sample_rollouts(s, u, x, 0.1, cfg, torch.Generator().manual_seed(0))
     assert ro.mode_names == ["frame"] * 7 + ["content"]
     assert bool((ro.masks.sum(1) == 6 * per_frame_budget(0.1, 20)).all())
     masks = ro.masks[:7].reshape(7, 6, 20)
     assert not bool((masks & ~ro.frames[:7].unsqueeze(-1)).any())  # only inside the chosen frames
     with pytest.raises(ValueError, match=r"frame_share must be in \[0, 1\]"):
-        TrainConfig(frame_share=1.5)
+        TrainConfig.paper(frame_share=1.5)
 
 
 def test_naive_sampler_draws_the_budget_anywhere_from_the_token_softmax():
     T, P, G = 4, 25, 6
     s, u, x = _inputs(T, P)
-    cfg = TrainConfig(group_size=G, frame_share=0.0, content_rollout=False, sampler="naive")
+    cfg = TrainConfig.paper(group_size=G, frame_share=0.0, content_rollout=False, sampler="naive")
     assert mode_counts(cfg) == (G, 0, 0)
     ro = sample_rollouts(s, u, x, 0.08, cfg, torch.Generator().manual_seed(1))
     k = per_frame_budget(0.08, P)
@@ -273,19 +273,19 @@ def test_naive_sampler_follows_plackett_luce_inclusion():
 
 def test_naive_sampler_refuses_modes_it_does_not_have():
     with pytest.raises(ValueError, match="naive"):
-        TrainConfig(sampler="naive")  # default frame_share and content rollout
+        TrainConfig.paper(sampler="naive")  # default frame_share and content rollout
     with pytest.raises(ValueError, match="naive"):
-        TrainConfig(sampler="naive", frame_share=0.0)  # content rollout still on
+        TrainConfig.paper(sampler="naive", frame_share=0.0)  # content rollout still on
     with pytest.raises(ValueError, match="sampler must be one of"):
-        TrainConfig(sampler="global")
+        TrainConfig.paper(sampler="global")
 
 
 def test_default_sampler_draws_what_it_always_drew():
     """`sampler` "modes" is the default and adds no draw: same masks as without the option."""
     s, u, x = _inputs(5, 30)
-    a = sample_rollouts(s, u, x, 0.1, TrainConfig(group_size=9), torch.Generator().manual_seed(4))
+    a = sample_rollouts(s, u, x, 0.1, TrainConfig.paper(group_size=9), torch.Generator().manual_seed(4))
     b = sample_rollouts(
-        s, u, x, 0.1, TrainConfig(group_size=9, sampler="modes"), torch.Generator().manual_seed(4)
+        s, u, x, 0.1, TrainConfig.paper(group_size=9, sampler="modes"), torch.Generator().manual_seed(4)
     )
     assert torch.equal(a.masks, b.masks) and torch.equal(a.modes, b.modes)
 
@@ -302,7 +302,7 @@ def test_gumbel_sampler_log_probabilities_are_those_of_its_draws():
     orders = torch.tensor(list(itertools.permutations(range(4), 2)))  # all 12 ordered draws
     p = plackett_luce_log_prob(s.reshape(-1), orders).exp()
     assert abs(float(p.sum()) - 1.0) < 1e-9
-    cfg = TrainConfig(group_size=30000, sampler="gumbel", frame_share=0.0, content_rollout=False)
+    cfg = TrainConfig.paper(group_size=30000, sampler="gumbel", frame_share=0.0, content_rollout=False)
     ro = sample_rollouts(s, u, x, 0.5, cfg, torch.Generator().manual_seed(0))  # k = 1 per frame: K = 2
     assert ro.order.shape == (30000, 2) and bool((ro.masks.sum(1) == 2).all())
     assert torch.equal(ro.masks, torch.zeros_like(ro.masks).scatter_(1, ro.order, True))

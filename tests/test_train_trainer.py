@@ -50,7 +50,7 @@ def _config(**kw) -> TrainConfig:
         val_ratios=(0.5,),
         seed=3,
     )
-    return TrainConfig(**(base | kw))
+    return TrainConfig.paper(**(base | kw))
 
 
 def _trainer(llm, items, vals, out, **kw) -> Trainer:
@@ -203,7 +203,7 @@ def test_trainer_applies_the_blind_filter(llava_llm, world_items, tmp_path):
 
 def test_adaptive_ratio_halves_doubles_and_stays_in_bounds(llava_llm):
     policy = CaCoVIDPolicy.from_host(llava_llm)
-    up = PolicyUpdater(policy, TrainConfig(ratio=0.02, ratio_min=0.01, ratio_max=0.12), total_steps=10)
+    up = PolicyUpdater(policy, TrainConfig.paper(ratio=0.02, ratio_min=0.01, ratio_max=0.12), total_steps=10)
     up.adapt_ratio(0.9)
     assert up.ratio == 0.01
     up.adapt_ratio(1.0)
@@ -213,7 +213,7 @@ def test_adaptive_ratio_halves_doubles_and_stays_in_bounds(llava_llm):
     for want in (0.02, 0.04, 0.08, 0.12, 0.12):
         up.adapt_ratio(0.1)
         assert up.ratio == pytest.approx(want)
-    fixed = PolicyUpdater(policy, TrainConfig(adapt_ratio=False), total_steps=10)
+    fixed = PolicyUpdater(policy, TrainConfig.paper(adapt_ratio=False), total_steps=10)
     fixed.adapt_ratio(1.0)
     assert fixed.ratio == 0.02
 
@@ -264,14 +264,14 @@ def test_resume_accepts_retired_options_only_at_the_value_training_still_compute
 
 def test_config_validation():
     with pytest.raises(ValueError, match="ratio"):
-        TrainConfig(ratio=0.5, ratio_max=0.12)
+        TrainConfig.paper(ratio=0.5, ratio_max=0.12)
     with pytest.raises(ValueError, match="group_size"):
-        TrainConfig(group_size=0)
+        TrainConfig.paper(group_size=0)
     with pytest.raises(ValueError, match="val_ratios"):
-        TrainConfig(val_ratios=(0.0,))
+        TrainConfig.paper(val_ratios=(0.0,))
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"nope": 1})
-    cfg = TrainConfig(val_ratios=[0.3])
+    cfg = TrainConfig.paper(val_ratios=[0.3])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -296,6 +296,8 @@ def test_cli_trains_and_resumes(tmp_path):
     proc.save_pretrained(tmp_path / "model")
     out = tmp_path / "run"
     args = [
+        "--preset",
+        "paper",
         "--model",
         str(tmp_path / "model"),
         "--data",
@@ -408,16 +410,16 @@ def test_a_run_of_failing_items_stops_training(llava_llm, world_items, tmp_path,
 
 
 def test_config_sampler_options():
-    assert TrainConfig().sampler == "modes"
-    naive = TrainConfig(sampler="naive", frame_share=0.0, content_rollout=False)
+    assert TrainConfig.paper().sampler == "modes"
+    naive = TrainConfig.paper(sampler="naive", frame_share=0.0, content_rollout=False)
     assert mode_counts(naive) == (32, 0, 0)
     with pytest.raises(ValueError, match="naive"):
-        TrainConfig(sampler="naive")  # the default frame share and content rollout
+        TrainConfig.paper(sampler="naive")  # the default frame share and content rollout
     with pytest.raises(ValueError, match="sampler must be one of"):
-        TrainConfig(sampler="plain", frame_share=0.0, content_rollout=False)
+        TrainConfig.paper(sampler="plain", frame_share=0.0, content_rollout=False)
     with pytest.raises(ValueError, match="adapt_ratio"):
-        TrainConfig(frame_share=1.0)  # the adaptation reads a token-mode reward there is none of
-    assert mode_counts(TrainConfig(frame_share=1.0, adapt_ratio=False)) == (0, 31, 1)
+        TrainConfig.paper(frame_share=1.0)  # the adaptation reads a token-mode reward there is none of
+    assert mode_counts(TrainConfig.paper(frame_share=1.0, adapt_ratio=False)) == (0, 31, 1)
     assert TrainConfig.from_dict(naive.to_dict()) == naive
 
 

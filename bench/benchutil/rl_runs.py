@@ -91,7 +91,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
-    """TrainConfig fields every run of a benchmark shares.
+    """TrainConfig fields every run of a benchmark shares, over the paper's recipe
+    (`TrainConfig.paper()`; each setting overrides what it compares).
 
     The training retention is fixed at the validation ratio: the adaptation of docs/method.md §4.3
     reads the token-mode reward (a frame-only run has none) and would give the compared runs
@@ -237,8 +238,8 @@ def train_run(
     from cacovid.train.trainer import Trainer
 
     policy_start = {k: v for k, v in config_fields.items() if k in POLICY_FIELDS}
-    config = TrainConfig(
-        **{**{k: v for k, v in config_fields.items() if k not in POLICY_FIELDS}, "seed": seed}
+    config = TrainConfig.paper(
+        **{k: v for k, v in config_fields.items() if k not in POLICY_FIELDS}, seed=seed
     )
     meter = RewardMeter(rollout_reward(config.reward, config.max_new_tokens))
     policy = make_policy(adapter, seed, init_policy, novelty_weight, **policy_start)
@@ -375,7 +376,10 @@ def _config_dict(fields: dict[str, Any]) -> dict[str, Any]:
     from cacovid.train.config import TrainConfig
 
     start = {k: v for k, v in fields.items() if k in POLICY_FIELDS}
-    return {**TrainConfig(**{k: v for k, v in fields.items() if k not in POLICY_FIELDS}).to_dict(), **start}
+    return {
+        **TrainConfig.paper(**{k: v for k, v in fields.items() if k not in POLICY_FIELDS}).to_dict(),
+        **start,
+    }
 
 
 # ---- reward groups -------------------------------------------------------------------------------

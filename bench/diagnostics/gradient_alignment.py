@@ -115,7 +115,7 @@ def _rl_gradient(
     from cacovid.train.objective import Memory, group_advantages, policy_loss
     from cacovid.train.sampling import content_scores, sample_rollouts
 
-    cfg = TrainConfig(group_size=args.group_size, band_beta=beta, band_group=group)
+    cfg = TrainConfig.paper(group_size=args.group_size, band_beta=beta, band_group=group)
     gen = torch.Generator().manual_seed(args.seed)
     params = _head_params(policy)
     total = torch.zeros(sum(p.numel() for p in params))

@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world", default="", help="synthetic world overrides, e.g. frames=8")
     ap.add_argument("--group-size", type=int, default=32, help="rollouts G per iteration")
     ap.add_argument("--iterations", type=int, default=2, help="iterations (fresh rollouts) per item")
-    ap.add_argument("--ratio", type=float, default=None, help="training retention r (default: TrainConfig's)")
+    ap.add_argument(
+        "--ratio",
+        type=float,
+        default=None,
+        help="training retention r (default: the paper's, TrainConfig.paper())",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=None, help="accuracy reward generation length")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
@@ -85,8 +90,8 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     dtype = benchutil.DTYPES[args.dtype]
     if args.items < 1 or args.iterations < 1:
         raise SystemExit("--items and --iterations must be >= 1")
-    base = TrainConfig()
-    config = TrainConfig(
+    base = TrainConfig.paper()  # the diagnostic measured the paper's three-mode rollouts
+    config = TrainConfig.paper(
         group_size=args.group_size,
         ratio=base.ratio if args.ratio is None else args.ratio,
         ratio_min=min(base.ratio_min, args.ratio or base.ratio),

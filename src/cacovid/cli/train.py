@@ -30,6 +30,24 @@ app = typer.Typer(add_completion=False)
 
 # Keys of a recipe file that are neither command options nor TrainConfig fields.
 RECIPE_NOTES = ("description",)
+# `--preset`s: base TrainConfig values under the recipe and the command line.
+TRAIN_PRESETS = ("answer-only", "paper")
+
+
+# What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no
+# question-match term) and the selection of docs/method.md §3 (or the starting policy's).
+PAPER_RUN: dict[str, Any] = {"question_match_dim": 0, "question_match_init": "zero", "val_selection": None}
+
+
+def preset_values(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(RunOptions values, TrainConfig values) of a preset: none over the defaults, or the paper's."""
+    from cacovid.train.config import PAPER
+
+    if name not in TRAIN_PRESETS:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(TRAIN_PRESETS)}, got {name!r}", param_hint="--preset"
+        )
+    return (dict(PAPER_RUN), dict(PAPER)) if name == "paper" else ({}, {})
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -68,6 +86,11 @@ def _run_knob(default: Any, help: str, flags: str | None = None) -> Any:
 class RunOptions:
     """What a training run trains on and with (the training settings themselves are `TrainConfig`)."""
 
+    preset: str = _run_knob(
+        "answer-only",
+        "base training settings: answer-only (TrainConfig's defaults) or paper (docs/method.md §4); "
+        "every other option overrides them",
+    )
     model: str = _run_knob("toy", "video LLM name or path (see cacovid.models.load_video_llm)")
     data: str = _run_knob(
         "synthetic", "'synthetic', a Video-R1 JSON file, or a benchmark NAME:ROOT (docs/benchmarks.md)"
@@ -78,7 +101,9 @@ class RunOptions:
         "preset=classic[,KEY=VALUE…] for the classic world",
     )
     split: str = _run_knob("train", "synthetic split to train on")
-    n_items: int | None = _run_knob(None, "number of training items (synthetic default 200)")
+    n_items: int | None = _run_knob(
+        None, "number of training items (synthetic default: 4000, each seen once with epochs 1)"
+    )
     val_data: str | None = _run_knob(None, "validation Video-R1 JSON (default: synthetic 'val' split)")
     val_items: int = _run_knob(32, "number of validation items (0: no validation)")
     out: str = _run_knob("runs/cacovid", "output directory")
@@ -90,7 +115,7 @@ class RunOptions:
     )
     init_policy: str | None = _run_knob(None, "start from a saved policy instead of a fresh one")
     val_selection: str | None = _run_knob(
-        None,
+        "alpha=0,fill=score",
         "selection validation uses: a policy folder's selection.json (default: init_policy's), "
         "'defaults' (α 0.5 with the even fill, docs/method.md §3) or KEY=VALUE,… of alpha, cap, fill "
         "(alpha=0,fill=score: the global top-K)",
@@ -100,8 +125,10 @@ class RunOptions:
         "weight of the policy's temporal-novelty prior (PolicyConfig.novelty_weight; default: "
         "init_policy's, 0 for a fresh policy)",
     )
-    question_match_dim: int = _run_knob(0, "a fresh policy's question-match width (PolicyConfig; 0: none)")
-    question_match_init: str = _run_knob("zero", "a fresh question-match term's start: zero | query")
+    question_match_dim: int = _run_knob(48, "a fresh policy's question-match width (PolicyConfig; 0: none)")
+    question_match_init: str = _run_knob(
+        "query", "a fresh question-match term's start: query (the label-free prior) or zero"
+    )
     context_width: int = _run_knob(0, "a fresh policy's cross-frame context width (PolicyConfig; 0: none)")
     device: str = _run_knob("cpu", "device of the host and the policy")
     attn_implementation: str | None = _run_knob(
@@ -260,8 +287,12 @@ def resolve_options(given: dict[str, Any], recipe: dict[str, Any]) -> tuple[RunO
             values[cls][name] = value
         elif name in recipe:
             values[cls][name] = _typed(name, recipe[name], hint)
+    run_base, train_base = preset_values(values[RunOptions].get("preset", RunOptions.preset))
     try:
-        return RunOptions(**values[RunOptions]), TrainConfig(**values[TrainConfig])
+        return (
+            RunOptions(**{**run_base, **values[RunOptions]}),
+            TrainConfig(**{**train_base, **values[TrainConfig]}),
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
 
@@ -401,7 +432,7 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
     try:
         # Training and tuning do not key anything by item id, so a file's ids may repeat.
         source = source_from_args(
-            data, split=o.split, world=world, n=o.n_items, synthetic_n=200, unique_ids=False
+            data, split=o.split, world=world, n=o.n_items, synthetic_n=4000, unique_ids=False
         )
         train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:

@@ -85,8 +85,8 @@ class Trainer:
         ...     return torch.stack([keep[: keep.numel() // 16].float().mean() for _, keep, _ in rows])
         >>> policy = CaCoVIDPolicy.from_host(adapter, seed=0)
         >>> config = TrainConfig(group_size=4, iterations=1, blind_filter=False, val_ratios=())
-        >>> trainer = Trainer(adapter, policy, config, items, tempfile.mkdtemp(), reward_fn=first_frame,
-        ...                   progress=False)
+        >>> trainer = Trainer(adapter, policy, config, items, out_dir=tempfile.mkdtemp(),
+        ...                   reward_fn=first_frame, progress=False)
         >>> trainer.fit()["items_done"]
         2
 
