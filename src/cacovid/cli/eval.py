@@ -255,12 +255,13 @@ def _evaluate(
 ) -> None:
     """`eval_command` on one process of the run (process 0 prints, measures and reports)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cacovid.data.sources import source_from_args
     from cacovid.evaluate import EvalConfig, Harness, build_methods, measure_efficiency, parse_methods
+    from cacovid.evaluate.harness import item_progress
     from cacovid.evaluate.report import build_report
     from cacovid.models import load_video_llm
+    from cacovid.progress import Progress
 
     console = Console(quiet=not processes.is_main)
     if processes.distributed:
@@ -299,22 +300,10 @@ def _evaluate(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
 
-    columns = (
-        TextColumn("[bold]eval[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("eval", total=source.n, status="")
-        errors = [0]
-
-        def on_item(event) -> None:
-            errors[0] += sum(1 for r in event.rows if r.get("error_kind") not in (None, "unparsable"))
-            status = "resumed" if event.skipped else f"{len(event.rows)} rows"
-            progress.update(task, advance=1, status=f"{event.item_id}: {status}, {errors[0]} errors")
-
+    # Process 0 reports for all (it alone sees every process's items): a bar at a terminal, plain
+    # lines in a log.
+    with Progress("eval", total=source.n, unit="items", enabled=processes.is_main) as progress:
+        on_item = item_progress(progress)
         try:
             harness = Harness(
                 adapter, source, built, out, config, model=model, on_item=on_item, processes=processes

@@ -2,10 +2,16 @@
 
 Flow per group of `batch_size` items: encode each item once (the vision tower runs once, with
 `vision_attention=True` only when a pending method needs it), run every pending (method, ratio)
-selection on that one EncodedPrompt, answer *all* rows of the group in one batched `generate_rows`
-call (rows of different lengths are left-padded by the adapter), score, and append the item's rows to
-`DIR/items.jsonl`, flushed to disk before the next item. `DIR/summary.json` is rewritten after every
-item, so an interrupted run always has a summary of what it finished.
+selection on that one EncodedPrompt, answer the group's rows in batched `generate_rows` calls, one
+per prompt length, score, and append the item's rows to `DIR/items.jsonl`, flushed to disk before
+the next item. `DIR/summary.json` is rewritten after every item, so an interrupted run always has a
+summary of what it finished.
+
+Why one call per length: every selector keeps exactly ⌊ratio·N⌋ tokens, so an item's rows at one
+ratio share a length, but the `full` row is several times longer than the compressed ones. In one
+left-padded call every row would pay for the longest one: on the toy model the padded prefill was
+about 7 times the work of the rows themselves. Rows of one length need no padding at all, so a row's
+answer also no longer depends on which other rows share its call.
 
 Resume: rows already in items.jsonl are never recomputed (an item whose rows are all present is not
 even encoded). With `retry_errors`, rows that recorded a pipeline error are computed again; the newer
@@ -66,6 +72,7 @@ from cacovid.evaluate.records import (
 )
 from cacovid.evaluate.scoring import score_answer
 from cacovid.evaluate.summary import summarize
+from cacovid.progress import Progress
 from cacovid.types import EncodedPrompt, QAItem, Selection
 
 if TYPE_CHECKING:
@@ -135,6 +142,20 @@ def row_generator(seed: int, item_id: str, method: str, ratio: float) -> torch.G
     """A generator seeded from (seed, item, method, ratio) alone: results do not depend on order."""
     key = f"{seed}|{item_id}|{method}|{ratio_key(ratio)}".encode()
     return torch.Generator().manual_seed(zlib.crc32(key))
+
+
+def _packed_length(row: tuple) -> int:
+    """Tokens a (prompt, keep, embeds) row takes in a batch: the prompt less its dropped video tokens."""
+    prompt, keep = row[0], row[1]
+    return int(prompt.inputs_embeds.shape[0]) - prompt.num_video_tokens + int(keep.sum())
+
+
+def _length_groups(rows: Sequence[tuple]) -> list[list[int]]:
+    """Indices of `rows` grouped by packed length, groups in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(_packed_length(row), []).append(i)
+    return list(groups.values())
 
 
 def _error_text(exc: BaseException) -> str:
@@ -408,21 +429,29 @@ class Harness:
         return per_item
 
     def _generate(self, rows: list) -> list[str | BaseException]:
-        """Answers for all rows, in calls of at most MAX_ROWS_PER_CALL rows; a failed call is
-        retried row by row so the failure is pinned to the rows that cause it."""
+        """Answers for all rows, in calls of rows of one packed length (module docstring), at most
+        MAX_ROWS_PER_CALL rows each; a failed call is retried row by row so the failure is pinned to
+        the rows that cause it. Answers come back in the order of `rows`."""
+        out: list[str | BaseException | None] = [None] * len(rows)
+        for indices in _length_groups(rows):
+            for start in range(0, len(indices), MAX_ROWS_PER_CALL):
+                chunk = indices[start : start + MAX_ROWS_PER_CALL]
+                for i, answer in zip(chunk, self._generate_chunk([rows[i] for i in chunk]), strict=True):
+                    out[i] = answer
+        return out  # type: ignore[return-value]  # every index was filled
+
+    def _generate_chunk(self, chunk: list) -> list[str | BaseException]:
+        """One batched call, or row by row when it fails."""
+        try:
+            return list(self.adapter.generate_rows(chunk, max_new_tokens=self.config.max_new_tokens))
+        except Exception:
+            pass
         out: list[str | BaseException] = []
-        for start in range(0, len(rows), MAX_ROWS_PER_CALL):
-            chunk = rows[start : start + MAX_ROWS_PER_CALL]
+        for row in chunk:
             try:
-                out.extend(self.adapter.generate_rows(chunk, max_new_tokens=self.config.max_new_tokens))
-                continue
-            except Exception:
-                pass
-            for row in chunk:
-                try:
-                    out.extend(self.adapter.generate_rows([row], max_new_tokens=self.config.max_new_tokens))
-                except Exception as exc:
-                    out.append(exc)
+                out.extend(self.adapter.generate_rows([row], max_new_tokens=self.config.max_new_tokens))
+            except Exception as exc:
+                out.append(exc)
         return out
 
     # ---- rows --------------------------------------------------------------------------------
@@ -489,6 +518,23 @@ class Harness:
         row.update(score=scored.score, correct=scored.correct, parsed_answer=scored.parsed)
         if scored.error is not None:
             row.update(error=scored.error, error_kind="unparsable")
+
+
+def item_progress(progress: Progress) -> Callable[[ItemEvent], None]:
+    """An `on_item` callback that moves `progress` one item at a time: items an earlier run finished
+    are skipped (they do not set the pace), the others advance it, with the last item's id and the
+    running count of pipeline errors (unparsable answers are answers, not errors) as its info."""
+    errors = 0
+
+    def on_item(event: ItemEvent) -> None:
+        nonlocal errors
+        if event.skipped:
+            progress.skip()
+            return
+        errors += sum(1 for r in event.rows if r.get("error_kind") not in (None, "unparsable"))
+        progress.advance(info=f"{event.item_id}: {len(event.rows)} rows, {errors} errors")
+
+    return on_item
 
 
 def run_evaluation(
