@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -14,11 +15,13 @@ SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cacovid" / "policy" / "
 SHIPPED_DECOYS = SHIPPED.parent / "toy-decoys"
 
 
-def _demo(*args: str):
-    """Run `cacovid demo ARGS --no-progress --threads 1`, restoring the caller's torch threads."""
+def _demo(*args: str, progress: bool = False, workers: int = 1):
+    """Run `cacovid demo ARGS --threads 1` on `workers` processes (one unless a test is about
+    workers), restoring the caller's torch threads. CliRunner's output is not a terminal."""
     n = torch.get_num_threads()
+    flags = ["--progress" if progress else "--no-progress", "--threads", "1", "--workers", str(workers)]
     try:
-        return CliRunner().invoke(app, ["demo", *args, "--no-progress", "--threads", "1"])
+        return CliRunner().invoke(app, ["demo", *args, *flags])
     finally:
         torch.set_num_threads(n)
 
@@ -100,3 +103,57 @@ def test_demo_retrain_on_the_decoys_world_distils_the_shipped_kind_of_policy(tmp
 def test_demo_names_a_bad_world(tmp_path):
     result = _demo("--out", str(tmp_path), "--world", "preset=nope")
     assert result.exit_code != 0 and "unknown world preset 'nope'" in result.output
+
+
+def test_demo_writes_plain_progress_lines_to_a_log(tmp_path):
+    """`cacovid demo > log`: a line per tenth of the items (here every item), before the table."""
+    result = _demo(
+        "--out", str(tmp_path), "--n", "5", "--ratios", "0.1", "--methods", "random", progress=True
+    )
+    assert result.exit_code == 0, result.output
+    before_table = result.output.split("CaCoVID vs baselines")[0]
+    lines = [line for line in before_table.splitlines() if line.startswith("eval ")]
+    assert [line.split(" | ")[0] for line in lines] == [f"eval {k}/5 items ({20 * k}%)" for k in range(1, 6)]
+    assert all(re.search(r" \| [0-9hms]+ elapsed", line) for line in lines)
+    assert re.search(r" \| ~[0-9hms]+ left \| synthetic:test:2: \d+ rows, 0 errors$", lines[2])
+
+
+def test_demo_answers_rows_in_calls_of_one_length(tmp_path, monkeypatch):
+    """Rows of different lengths never share a generate call: no row pays for another's padding."""
+    from cacovid.models.base import VideoLLM
+
+    lengths: list[set[int]] = []
+    real = VideoLLM.generate_rows
+
+    def recording(self, rows, **kwargs):
+        lengths.append(
+            {p.inputs_embeds.shape[0] - p.num_video_tokens + int(keep.sum()) for p, keep, *_ in rows}
+        )
+        return real(self, rows, **kwargs)
+
+    monkeypatch.setattr(VideoLLM, "generate_rows", recording)
+    result = _demo("--out", str(tmp_path), "--n", "2", "--ratios", "0.2,0.1", "--methods", "random")
+    assert result.exit_code == 0, result.output
+    # per item: full, blind, and one call per ratio (cacovid, random and oracle rows share it)
+    assert len(lengths) == 2 * 4 and all(len(group) == 1 for group in lengths)
+
+
+def test_demo_on_two_workers_gives_the_figures_of_one(tmp_path):
+    """Items split between two processes; process 0 merges the rows: the same files, bit for bit
+    (but the measured compression times)."""
+    args = ["--n", "3", "--ratios", "0.1", "--methods", "random", "--world", "frames=4,target_frames=2:3"]
+    one = _demo("--out", str(tmp_path / "one"), *args)
+    two = _demo("--out", str(tmp_path / "two"), *args, workers=2)
+    assert one.exit_code == 0, one.output
+    assert two.exit_code == 0, two.output
+    assert re.search(r"on\s+2\s+workers", two.output) and not re.search(r"on\s+\d+\s+workers", one.output)
+
+    def rows(folder: str, name: str) -> list[dict]:
+        text = (tmp_path / folder / name).read_text()
+        found = (
+            json.loads(text)["rows"] if name.endswith(".json") else [json.loads(x) for x in text.splitlines()]
+        )
+        return [{k: v for k, v in row.items() if k != "compression_ms"} for row in found]
+
+    assert rows("two", "summary.json") == rows("one", "summary.json")
+    assert rows("two", "items.jsonl") == rows("one", "items.jsonl")

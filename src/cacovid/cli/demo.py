@@ -7,13 +7,28 @@ question-aware `relevance` heuristic at several retention ratios on the syntheti
 writes a report folder: summary.json and items.jsonl (the result-file contract), report.md with the
 table, a plot of accuracy vs retention, token heat-maps, and the policy itself beside them. Where the
 world asks counterfactual questions (`preset=decoys`), the table also shows question sensitivity.
+
+The evaluation runs on every core by default: `--workers` processes (one per core) meet over gloo
+(`cacovid.distributed`) and split the items round-robin, exactly as `accelerate launch cacovid eval`
+does; process 0 gathers the rows, so the figures are those of one process, bit for bit, whatever the
+number of workers. `--workers 1` holds cores back; `--threads` sets torch's threads per worker.
+Progress shows as a bar at a terminal and as plain lines when the output goes to a file.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import socket
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -53,12 +68,20 @@ def _distill_policy(adapter, out: Path, n_items: int, world: str, seed: int, pro
     (docs/experiments.md, "The policy shipped for the decoys world")."""
     from cacovid.data.sources import source_from_args
     from cacovid.policy import CaCoVIDPolicy
+    from cacovid.progress import Progress
     from cacovid.train.distill import DistillConfig, distill_policy
 
     items = source_from_args("synthetic", split="train", world=world or None, n=n_items).sequence
     policy = CaCoVIDPolicy.from_host(adapter, seed=seed, **DECOYS_POLICY)
     run = out / "policy-training"
-    distill_policy(policy, adapter, items, run, DistillConfig(seed=seed, **DECOYS_DISTILL))
+    with Progress("distill", total=None, unit="steps", enabled=progress) as bar:
+
+        def on_step(record: dict) -> None:
+            bar.update(completed=record["step"], total=record["total"], info=f"loss {record['loss']:.3f}")
+
+        distill_policy(
+            policy, adapter, items, run, DistillConfig(seed=seed, **DECOYS_DISTILL), on_step=on_step
+        )
     return run / "policy"
 
 
@@ -73,7 +96,7 @@ def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progr
     # The recipe of the shipped policy (README), for a short CPU run: dense reward (probability of the
     # right option, one teacher-forced pass), a fixed training retention of 6 %, KL to Bernoulli(½)
     # so the keep-probabilities do not saturate, and a higher head learning rate than the paper's 1e-4.
-    config = TrainConfig(
+    config = TrainConfig.paper(
         seed=seed,
         checkpoint_every=25,
         val_every=max(25, n_items // 2),
@@ -88,6 +111,194 @@ def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progr
     run = out / "policy-training"
     Trainer(adapter, policy, config, train_items, val_items, run, progress=progress).fit()
     return run / "policy"
+
+
+def default_workers() -> int:
+    """One evaluation worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """The demo's evaluation as its options spell it (picklable): every process, process 0 and the
+    workers alike, builds its run from this, so all build the same methods, ratios and items.
+    `methods` is the baselines' comma list (cacovid always comes first); `policy` the policy folder."""
+
+    model: str
+    policy: str
+    methods: str
+    ratios: str
+    split: str
+    world: str
+    n: int
+    seed: int
+    out: str
+    threads: int
+
+    def method_names(self) -> list[str]:
+        """The methods evaluated: the references, cacovid and the baselines (ValueError if unknown)."""
+        from cacovid.evaluate.methods import parse_methods
+
+        return parse_methods(["cacovid", *self.methods.split(",")], policy=True)
+
+    def ratio_list(self) -> list[float]:
+        """The retention ratios (ValueError if malformed)."""
+        from cacovid.types import parse_ratios
+
+        return parse_ratios(self.ratios)
+
+    def source(self) -> Any:
+        """The items evaluated (ValueError for a bad world or split)."""
+        from cacovid.data.sources import source_from_args
+
+        return source_from_args("synthetic", split=self.split, world=self.world or None, n=self.n)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _launch_environment(rank: int, world_size: int, port: int) -> Iterator[None]:
+    """The variables `accelerate launch` would set for this process, restored on the way out (the
+    process that runs the demo goes on as one process afterwards)."""
+    values = {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _evaluate(job: EvalJob, processes: Any, adapter: Any, on_item: Any = None) -> dict:
+    """The harness run of one process: every process builds the same methods and items."""
+    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
+
+    built = build_methods(job.method_names(), adapter, policy=job.policy, seed=job.seed)
+    config = EvalConfig(ratios=job.ratio_list(), seed=job.seed)
+    return run_evaluation(
+        adapter, job.source(), built, job.out, config, model=job.model, on_item=on_item, processes=processes
+    )
+
+
+def _worker(rank: int, world_size: int, job: EvalJob, go: Any, cancel: Any, port: Any, parent: int) -> None:
+    """An evaluation worker process (rank >= 1). It starts with the demo and loads the model while
+    process 0 does the same (and gets the policy ready), then waits for the go; it gives up when the
+    demo cancels or its process is gone."""
+    import torch
+
+    from cacovid.distributed import joined
+    from cacovid.models import load_video_llm
+
+    torch.set_num_threads(max(1, job.threads))
+    adapter = load_video_llm(job.model)
+    while not go.wait(1.0):
+        if cancel.is_set() or os.getppid() != parent:
+            return
+    with _launch_environment(rank, world_size, port.value), joined("cpu") as processes:
+        _evaluate(job, processes, adapter)
+
+
+def _watch(children: list, finished: threading.Event) -> None:
+    """Stop the demo when a worker dies before the evaluation is over: process 0 would otherwise
+    wait for it at the next meeting point (up to gloo's 30-minute timeout)."""
+    from multiprocessing.connection import wait
+
+    pending = {child.sentinel: child for child in children}
+    while pending and not finished.is_set():
+        for sentinel in wait(list(pending), timeout=1.0):
+            child = pending.pop(sentinel)
+            if child.exitcode != 0 and not finished.is_set():
+                print(f"evaluation worker {child.name} failed (exit code {child.exitcode})", file=sys.stderr)
+                for other in children:
+                    if other.is_alive():
+                        other.terminate()
+                os._exit(1)
+
+
+class EvalWorkers:
+    """The demo's evaluation on `count` processes; this one is process 0 (it reports progress and
+    writes the results). The others start at once, so that their start-up (imports, loading the
+    model) overlaps this process's, and join the run when `run` is called; leaving the context
+    without a run sends them home. One process (`count` 1) starts nothing."""
+
+    def __init__(self, job: EvalJob, count: int) -> None:
+        self.job, self.count = job, count
+        self.children: list = []
+        if count <= 1:
+            return
+        spawn = multiprocessing.get_context("spawn")  # a fork would copy torch's thread pools mid-use
+        self._go, self._cancel = spawn.Event(), spawn.Event()
+        self._port = spawn.Value("i", 0)
+        self.children = [
+            spawn.Process(
+                target=_worker,
+                args=(rank, count, job, self._go, self._cancel, self._port, os.getpid()),
+                name=str(rank),
+                daemon=True,
+            )
+            for rank in range(1, count)
+        ]
+        for child in self.children:
+            child.start()
+
+    def __enter__(self) -> EvalWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, adapter: Any, on_item: Any = None) -> dict:
+        """Evaluate the job on every process; returns the summary (as process 0 wrote it)."""
+        from cacovid.distributed import SINGLE, joined
+
+        if not self.children:
+            return _evaluate(self.job, SINGLE, adapter, on_item)
+        port = _free_port()
+        self._port.value = port
+        self._go.set()
+        finished = threading.Event()
+        threading.Thread(target=_watch, args=(self.children, finished), daemon=True).start()
+        try:
+            with _launch_environment(0, self.count, port), joined("cpu") as processes:
+                summary = _evaluate(self.job, processes, adapter, on_item)
+        finally:
+            finished.set()
+        self.close()
+        failed = [c.name for c in self.children if c.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"evaluation workers {failed} failed")
+        return summary
+
+    def close(self) -> None:
+        """Wait for the workers after a run (ending any that hang on); without a run (the demo
+        failed before its evaluation) end them at once: they hold nothing but a loaded model."""
+        if not self.children:
+            return
+        ran = self._go.is_set()
+        self._cancel.set()
+        for child in self.children:
+            if ran:
+                child.join(timeout=60)
+            if child.is_alive():
+                child.terminate()
+            child.join()
 
 
 def demo_command(
@@ -111,60 +322,91 @@ def demo_command(
     ),
     split: str = typer.Option("test", help="Split to evaluate on."),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for the tiny model)."),
+    workers: int = typer.Option(
+        None,
+        min=1,
+        help="Evaluation processes, items split between them (default: one per core; 1 holds cores back).",
+    ),
+    threads: int = typer.Option(1, help="torch CPU threads per worker (1 is fastest for the tiny model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train or load a CaCoVID policy for the toy model, compare it with baselines, write a report."""
     import torch
     from rich.console import Console
-    from rich.table import Table
-
-    from cacovid.data.sources import source_from_args
-    from cacovid.data.synthetic import WorldConfig
-    from cacovid.evaluate import EvalConfig, build_methods, build_report, parse_methods, run_evaluation
-    from cacovid.models import load_video_llm
-    from cacovid.policy import CaCoVIDPolicy
-    from cacovid.types import parse_ratios
 
     console = Console()
     torch.set_num_threads(max(1, threads))
     t0 = time.time()
-    try:
-        ratio_list = parse_ratios(ratios)
-        names = parse_methods(["cacovid", *methods.split(",")], policy=True)
-        source = source_from_args("synthetic", split=split, world=world or None, n=n)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    job = EvalJob(model, str(out / "policy"), methods, ratios, split, world, n, seed, str(out), threads)
+    # The workers start first: their start-up overlaps this process's imports and model loading.
+    with EvalWorkers(job, min(workers or default_workers(), n)) as pool:
+        try:
+            job.ratio_list(), job.method_names()
+            source = job.source()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        adapter, policy_dir = _prepare_policy(console, job, source, retrain, train_items, progress)
+        t_train = time.time() - t0
+        summary = _evaluate_all(console, job, pool, adapter, progress)
+    _report_and_print(console, job, summary, time.time() - t0, t_train)
+
+
+def _prepare_policy(
+    console: Any, job: EvalJob, source: Any, retrain: bool, train_items: int, progress: bool
+) -> tuple[Any, Path]:
+    """Load the model and put the policy in OUT/policy: kept from an earlier run, the shipped one for
+    the world's preset, or trained here (with `--retrain`, another model or a world without one)."""
+    from cacovid.data.synthetic import WorldConfig
+    from cacovid.evaluate.methods import SELECTION_FILE
+    from cacovid.models import load_video_llm
+    from cacovid.policy import CaCoVIDPolicy
+
     world_config = WorldConfig.from_dict(source.world)  # the resolved world, preset=decoys by default
     preset = world_config.preset_name
     # A world with decoys gets the decoys policy's recipe (distillation), any other the classic one (RL).
     has_decoys = world_config.num_decoys > 0
+    out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    adapter = load_video_llm(model)
-    policy_dir = out / "policy"
-    if not (policy_dir / "config.json").is_file():
-        shipped = shipped_policy_dir(preset or "classic")
-        if retrain or model != "toy" or preset is None or not (shipped / "config.json").is_file():
-            how = "distilling" if has_decoys else "training"
-            console.print(f"{how} a CaCoVID policy on {train_items} items …")
-            train = _distill_policy if has_decoys else _train_policy
-            trained = train(adapter, out, train_items, world, seed, progress)
-        else:
-            trained = shipped
-            console.print(f"using the shipped policy ({trained})")
-        CaCoVIDPolicy.from_pretrained(trained, host=adapter).save_pretrained(policy_dir)
-        from cacovid.evaluate.methods import SELECTION_FILE
+    adapter = load_video_llm(job.model)
+    policy_dir = Path(job.policy)
+    if (policy_dir / "config.json").is_file():
+        return adapter, policy_dir
+    shipped = shipped_policy_dir(preset or "classic")
+    if retrain or job.model != "toy" or preset is None or not (shipped / "config.json").is_file():
+        how = "distilling" if has_decoys else "training"
+        console.print(f"{how} a CaCoVID policy on {train_items} items …")
+        train = _distill_policy if has_decoys else _train_policy
+        trained = train(adapter, out, train_items, job.world, job.seed, progress)
+    else:
+        trained = shipped
+        console.print(f"using the shipped policy ({trained})")
+    CaCoVIDPolicy.from_pretrained(trained, host=adapter).save_pretrained(policy_dir)
+    if (Path(trained) / SELECTION_FILE).is_file():  # the inference settings tuned for this policy
+        shutil.copyfile(Path(trained) / SELECTION_FILE, policy_dir / SELECTION_FILE)
+    return adapter, policy_dir
 
-        if (Path(trained) / SELECTION_FILE).is_file():  # the inference settings tuned for this policy
-            shutil.copyfile(Path(trained) / SELECTION_FILE, policy_dir / SELECTION_FILE)
-    t_train = time.time() - t0
-    built = build_methods(names, adapter, policy=str(policy_dir), seed=seed)
-    config = EvalConfig(ratios=ratio_list, seed=seed)
-    console.print(f"evaluating {', '.join(names)} at {ratios} on {n} {split} items …")
-    summary = run_evaluation(adapter, source, built, out, config, model=model)
-    build_report(out, note=f"`cacovid demo` on model {model!r}, synthetic {split} split, {n} items.")
-    t_total = time.time() - t0
 
+def _evaluate_all(console: Any, job: EvalJob, pool: EvalWorkers, adapter: Any, progress: bool) -> dict:
+    """The evaluation on every worker, with progress: a bar at a terminal, plain lines in a log;
+    returns the summary."""
+    from cacovid.evaluate.harness import item_progress
+    from cacovid.progress import Progress
+
+    on = f" on {pool.count} workers" if pool.count > 1 else ""
+    names = ", ".join(job.method_names())
+    console.print(f"evaluating {names} at {job.ratios} on {job.n} {job.split} items{on} …")
+    with Progress("eval", total=job.n, unit="items", enabled=progress) as bar:
+        return pool.run(adapter, on_item=item_progress(bar))
+
+
+def _report_and_print(console: Any, job: EvalJob, summary: dict, t_total: float, t_train: float) -> None:
+    """Write the report folder and print the summary table."""
+    from rich.table import Table
+
+    from cacovid.evaluate import build_report
+
+    out, model, split = Path(job.out), job.model, job.split
+    build_report(out, note=f"`cacovid demo` on model {model!r}, synthetic {split} split, {job.n} items.")
     table = Table(title=f"CaCoVID vs baselines — {model}, synthetic:{split}, n={summary.get('n_items')}")
     sensitive = any(row.get("question_sensitivity") is not None for row in summary["rows"])
     columns = ["method", "ratio", "accuracy", "% of full", "evidence recall"]
@@ -185,5 +427,5 @@ def demo_command(
         table.add_row(*cells, f"{row.get('compression_ms') or 0.0:.2f}")
     console.print(table)
     console.print(
-        f"policy {t_train:.0f} s, total {t_total:.0f} s; report: {out / 'report.md'}; policy: {policy_dir}"
+        f"policy {t_train:.0f} s, total {t_total:.0f} s; report: {out / 'report.md'}; policy: {job.policy}"
     )
