@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cacovid.cli.train import app, read_recipe
+from cacovid.cli.train import app, read_recipe, resolve_options
 from cacovid.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +66,9 @@ def test_the_stages_form_one_lineage():
 
 def test_a_recipe_equals_its_command_line():
     line = shlex.split(
-        "--preset paper --model toy --reward dense --ratio 0.06 --fixed-ratio --kl-coef 0.1 --layer-lr-scale 0 "
-        "--init-policy runs/p4/policy --band-beta 6 --band-group 4 --group-size 64 --lr 2e-4 "
-        "--n-items 700 --world preset=classic,seed_offset=9000000 --out runs/p5"
+        "--preset paper --model toy --reward dense --ratio 0.06 --fixed-ratio --kl-coef 0.1 "
+        "--layer-lr-scale 0 --init-policy runs/p4/policy --band-beta 6 --band-group 4 --group-size 64 "
+        "--lr 2e-4 --n-items 700 --world preset=classic,seed_offset=9000000 --out runs/p5"
     )
     assert _resolved("--config", str(SHIPPED / "stage5.json")) == _resolved(*line)
 
@@ -149,14 +149,21 @@ def test_every_distill_recipe_loads(path: Path):
     }
 
 
-def test_the_decoys_policy_is_what_its_recipe_and_the_demo_say():
-    from cacovid.cli.demo import DECOYS_DISTILL, DECOYS_POLICY
-
+def test_the_supervised_decoys_reference_is_what_its_recipe_says():
     recipe = read_recipe(ROOT / "recipes/toy/cacovid-decoys/distill.json")
-    assert {k: recipe[k] for k in DECOYS_POLICY} == DECOYS_POLICY
-    assert {k: recipe[k] for k in DECOYS_DISTILL} == DECOYS_DISTILL
+    shipped = json.loads((ROOT / "src/cacovid/policy/shipped/toy-decoys-supervised/config.json").read_text())
+    for key in ("question_match_dim", "context_width"):
+        assert shipped[key] == recipe[key], key
+
+
+def test_the_decoys_policy_is_what_its_recipe_says():
+    run, _ = resolve_options({}, read_recipe(ROOT / "recipes/toy/cacovid-decoys/rl.yaml"))
     shipped = json.loads((ROOT / "src/cacovid/policy/shipped/toy-decoys/config.json").read_text())
-    assert {k: shipped[k] for k in DECOYS_POLICY} == DECOYS_POLICY
+    assert shipped["question_match_dim"] == run.question_match_dim
+    assert shipped["question_match_init"] == run.question_match_init == "query"
+    assert shipped["context_width"] == run.context_width
+    selection = json.loads((ROOT / "src/cacovid/policy/shipped/toy-decoys/selection.json").read_text())
+    assert (selection["alpha"], selection["fill"]) == (0.0, "score")  # the global top-K it was validated with
 
 
 def test_distill_command_line_overrides_and_bad_keys(tmp_path):
