@@ -79,20 +79,28 @@ def test_demo_retrain_trains_with_the_shipped_recipe(tmp_path):
     assert {r["method"] for r in json.loads((tmp_path / "summary.json").read_text())["rows"]} >= {"cacovid"}
 
 
-def test_demo_retrain_on_the_decoys_world_distils_the_shipped_kind_of_policy(tmp_path):
+def test_demo_retrain_on_the_decoys_world_trains_the_shipped_kind_of_policy_from_answers(tmp_path):
     # keys without a preset change the default world, decoys
     result = _demo(
         "--out", str(tmp_path), "--retrain", "--train-items", "2", "--n", "2", "--ratios", "0.25",
         "--world", "frames=4,target_frames=2:3", "--methods", "random",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "distilling a CaCoVID policy" in result.output
+    assert "training a CaCoVID policy on 2 items (from the answers alone" in result.output
+    recipe = json.loads((tmp_path / "policy-training" / "train_config.json").read_text())
+    assert (recipe["sampler"], recipe["reward"], recipe["advantage"]) == (
+        "gumbel",
+        "logodds",
+        "leave_one_out",
+    )
+    # how far it got against the shipped policy, on the same items
+    assert "the shipped one" in result.output and (tmp_path / "shipped-policy" / "summary.json").is_file()
     world = json.loads((tmp_path / "summary.json").read_text())["world"]
     assert (world["num_decoys"], world["frames"]) == (7, 4)
     assert (tmp_path / "policy-training" / "log.jsonl").is_file()
     trained = json.loads((tmp_path / "policy" / "config.json").read_text())
     shipped = json.loads((SHIPPED_DECOYS / "config.json").read_text())
-    for key in ("question_match_dim", "context_width", "novelty_weight"):
+    for key in ("question_match_dim", "question_match_init", "context_width", "novelty_weight"):
         assert trained[key] == shipped[key], key
     summary = json.loads((tmp_path / "summary.json").read_text())
     (random_row,) = [r for r in summary["rows"] if r["method"] == "random"]

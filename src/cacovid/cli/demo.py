@@ -1,7 +1,9 @@
 """`cacovid demo`: the main job on the embedded default, end to end.
 
 Loads the embedded toy video LLM, gets a CaCoVID policy (the one shipped with the package for the
-chosen world preset, or a fresh one trained in this run with `--retrain`), evaluates it against
+chosen world preset, or a fresh one trained in this run with `--retrain`: on a world with decoys by
+the shipped policy's answer-only RL recipe on 600 items, after which the shipped policy is evaluated
+on the same items and the two are set side by side), evaluates it against
 random and uniform selection, its own temporal-novelty prior alone (`selectors/novelty.py`) and the
 question-aware `relevance` heuristic at several retention ratios on the synthetic test split, and
 writes a report folder: summary.json and items.jsonl (the result-file contract), report.md with the
@@ -39,10 +41,9 @@ from cacovid.data.synthetic.config import DEFAULT_WORLD
 DEMO_WORLD = DEFAULT_WORLD
 # Policies shipped for the toy model, by world preset (folders under policy/shipped/).
 SHIPPED_POLICIES = {"classic": "toy", "decoys": "toy-decoys"}
-# How the decoys policy was made (recipes/toy/cacovid-decoys/distill.json): its terms and the
-# distillation settings; `--retrain` on the decoys world repeats it on its own items.
-DECOYS_POLICY = {"question_match_dim": 48, "context_width": 32}
-DECOYS_DISTILL = {"teacher": "evidence", "layer": 2, "epochs": 3, "lr": 3e-3, "layer_lr_scale": 1.0}
+# Training items of `--retrain`, by kind of world: the decoys policy's recipe (answer-only RL, one pass
+# over fresh items) needs more items than the classic policy's to get anywhere.
+RETRAIN_ITEMS = {"decoys": 600, "classic": 150}
 
 
 def shipped_policy_dir(preset: str) -> Path:
@@ -62,27 +63,33 @@ def shipped_novelty_weight() -> float:
     return PolicyConfig.load(path).novelty_weight if path.is_file() else 0.0
 
 
-def _distill_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
-    """The recipe of the policy shipped for the decoys world, on fewer items: a fresh policy with the
-    question-match and cross-frame context terms, distilled from the items' annotated evidence
-    (docs/experiments.md, "The policy shipped for the decoys world")."""
+def _rl_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
+    """The recipe of the policy shipped for the decoys world (recipes/toy/cacovid-decoys/rl.yaml, which
+    is `cacovid train`'s defaults) on fewer items: a fresh policy with the question-match prior,
+    trained by RL from the answers alone, validated and saved with the global top-K."""
+    from cacovid.cli.train import RunOptions, _selection_text
     from cacovid.data.sources import source_from_args
     from cacovid.policy import CaCoVIDPolicy
-    from cacovid.progress import Progress
-    from cacovid.train.distill import DistillConfig, distill_policy
+    from cacovid.train.config import TrainConfig
+    from cacovid.train.trainer import Trainer
 
-    items = source_from_args("synthetic", split="train", world=world or None, n=n_items).sequence
-    policy = CaCoVIDPolicy.from_host(adapter, seed=seed, **DECOYS_POLICY)
-    run = out / "policy-training"
-    with Progress("distill", total=None, unit="steps", enabled=progress) as bar:
-
-        def on_step(record: dict) -> None:
-            bar.update(completed=record["step"], total=record["total"], info=f"loss {record['loss']:.3f}")
-
-        distill_policy(
-            policy, adapter, items, run, DistillConfig(seed=seed, **DECOYS_DISTILL), on_step=on_step
-        )
-    return run / "policy"
+    train_items = source_from_args("synthetic", split="train", world=world or None, n=n_items).sequence
+    val_items = source_from_args("synthetic", split="val", world=world or None, n=32).sequence
+    run = RunOptions()
+    config = TrainConfig(seed=seed, checkpoint_every=max(50, n_items // 4), val_every=max(1, n_items))
+    policy = CaCoVIDPolicy.from_host(
+        adapter,
+        seed=seed,
+        question_match_dim=run.question_match_dim,
+        question_match_init=run.question_match_init,
+        context_width=run.context_width,
+    )
+    selection = _selection_text(run.val_selection)
+    out_dir = out / "policy-training"
+    Trainer(
+        adapter, policy, config, train_items, val_items, out_dir, progress=progress, val_selection=selection
+    ).fit()
+    return out_dir / "policy"
 
 
 def _train_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress: bool) -> Path:
@@ -307,7 +314,9 @@ def demo_command(
     retrain: bool = typer.Option(
         False, "--retrain/--shipped", help="Train a fresh policy here (default when none is shipped)."
     ),
-    train_items: int = typer.Option(150, min=1, help="Training items when retraining."),
+    train_items: int = typer.Option(
+        None, min=1, help="Training items when retraining (default: 600 on a world with decoys, else 150)."
+    ),
     n: int = typer.Option(200, min=1, help="Test items to evaluate."),
     ratios: str = typer.Option("0.25,0.2,0.15,0.1,0.05", help="Retention ratios."),
     methods: str = typer.Option(
@@ -349,6 +358,8 @@ def demo_command(
         t_train = time.time() - t0
         summary = _evaluate_all(console, job, pool, adapter, progress)
     _report_and_print(console, job, summary, time.time() - t0, t_train)
+    if retrain:
+        _compare_with_shipped(console, job, source, adapter, summary)
 
 
 def _prepare_policy(
@@ -373,10 +384,11 @@ def _prepare_policy(
         return adapter, policy_dir
     shipped = shipped_policy_dir(preset or "classic")
     if retrain or job.model != "toy" or preset is None or not (shipped / "config.json").is_file():
-        how = "distilling" if has_decoys else "training"
-        console.print(f"{how} a CaCoVID policy on {train_items} items …")
-        train = _distill_policy if has_decoys else _train_policy
-        trained = train(adapter, out, train_items, job.world, job.seed, progress)
+        n_items = train_items or RETRAIN_ITEMS["decoys" if has_decoys else "classic"]
+        how = "from the answers alone, the decoys recipe" if has_decoys else "the classic recipe"
+        console.print(f"training a CaCoVID policy on {n_items} items ({how}) …")
+        train = _rl_policy if has_decoys else _train_policy
+        trained = train(adapter, out, n_items, job.world, job.seed, progress)
     else:
         trained = shipped
         console.print(f"using the shipped policy ({trained})")
@@ -384,6 +396,31 @@ def _prepare_policy(
     if (Path(trained) / SELECTION_FILE).is_file():  # the inference settings tuned for this policy
         shutil.copyfile(Path(trained) / SELECTION_FILE, policy_dir / SELECTION_FILE)
     return adapter, policy_dir
+
+
+def _compare_with_shipped(console: Any, job: EvalJob, source: Any, adapter: Any, summary: dict) -> None:
+    """Say plainly how far a retrained policy got: the shipped policy of the world's preset on the same
+    items and ratios (OUT/shipped-policy/), beside the retrained one."""
+    from cacovid.data.synthetic import WorldConfig
+    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
+
+    kind = "decoys" if WorldConfig.from_dict(source.world).num_decoys > 0 else "classic"
+    shipped = shipped_policy_dir(kind)  # the shipped policy of this kind of world
+    if job.model != "toy" or not (shipped / "config.json").is_file():
+        return
+    console.print(f"evaluating the shipped policy ({shipped.name}) on the same items for comparison …")
+    methods = build_methods(["cacovid"], adapter, policy=str(shipped), seed=job.seed)
+    config = EvalConfig(ratios=job.ratio_list(), seed=job.seed, keep_masks=False)
+    rows = run_evaluation(adapter, source, methods, Path(job.out) / "shipped-policy", config)["rows"]
+    ours = {r["ratio"]: r for r in summary["rows"] if r["method"] == "cacovid"}
+    for row in rows:
+        mine = ours.get(row["ratio"])
+        if mine is not None:
+            gap = 100 * (mine["accuracy"] - row["accuracy"])
+            console.print(
+                f"at {100 * row['ratio']:g} %: the retrained policy {100 * mine['accuracy']:.1f} %, "
+                f"the shipped one {100 * row['accuracy']:.1f} % ({gap:+.1f} points, {row['n']} items)"
+            )
 
 
 def _evaluate_all(console: Any, job: EvalJob, pool: EvalWorkers, adapter: Any, progress: bool) -> dict:
