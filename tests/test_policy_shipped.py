@@ -2,8 +2,9 @@
 
 Guards against shipping a broken or saturated policy: on validation items its own selection must keep
 most of the evidence, far more than uniform selection does, and its scores must stay in the range
-where the training objective can still move them (see bench/diagnostics/policy_diagnostics.py). README's headline
-figures are re-measured on a fixed sub-sample of the demo's test items, through the same harness.
+where the training objective can still move them (see bench/diagnostics/policy_diagnostics.py).
+README's headline figures are re-measured on a fixed sub-sample of the demo's test items, through the
+same harness.
 """
 
 from __future__ import annotations

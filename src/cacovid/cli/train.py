@@ -349,17 +349,17 @@ train.__signature__ = _signature()
 app.callback(invoke_without_command=True)(train)
 
 
-def check_model_options(o: RunOptions) -> None:
+def check_model_options(options: RunOptions) -> None:
     """Check --attn-implementation and --device-map (from the command line or a recipe) before any
     weights load: a usage error naming the option."""
     from cacovid.models.options import check_attn_implementation, parse_device_map
 
     try:
-        check_attn_implementation(o.attn_implementation)
+        check_attn_implementation(options.attn_implementation)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--attn-implementation") from None
     try:
-        parse_device_map(o.device_map)
+        parse_device_map(options.device_map)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--device-map") from None
 
@@ -409,8 +409,8 @@ def _check_same_world(out: Path, world: dict[str, Any] | None) -> None:
         )
 
 
-def _train(o: RunOptions, config, processes, device: str) -> None:
-    """The run of `run` on one of its processes (all of them when launched with several)."""
+def _train(options: RunOptions, config, processes, device: str) -> None:
+    """The training run on one of its processes (all of them when launched with several)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -421,43 +421,43 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
     from cacovid.train.trainer import Trainer
 
     console = Console(stderr=True, quiet=not processes.is_main)  # process 0 speaks for the run
-    out = Path(o.out)
+    out = Path(options.out)
     if processes.distributed:
         console.print(f"{processes.world_size} processes; items split round-robin (docs/scale-out.md)")
-    if o.threads is not None:
+    if options.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, o.threads))
-    data, world, val_items = o.data, o.world, o.val_items
+        torch.set_num_threads(max(1, options.threads))
+    data, world, val_items = options.data, options.world, options.val_items
     try:
         # Training and tuning do not key anything by item id, so a file's ids may repeat.
         source = source_from_args(
-            data, split=o.split, world=world, n=o.n_items, synthetic_n=4000, unique_ids=False
+            data, split=options.split, world=world, n=options.n_items, synthetic_n=4000, unique_ids=False
         )
         train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:
             vals: Sequence = []
-        elif o.val_data:
-            vals = source_from_args(o.val_data, split="val", n=val_items, unique_ids=False).sequence
+        elif options.val_data:
+            vals = source_from_args(options.val_data, split="val", n=val_items, unique_ids=False).sequence
         elif data == "synthetic":
             vals = source_from_args("synthetic", split="val", world=world, n=val_items).sequence
         else:
             vals = []
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    if o.resume:
+    if options.resume:
         _check_same_world(out, world_cfg)
-    console.print(f"loading [bold]{o.model}[/bold] …")
+    console.print(f"loading [bold]{options.model}[/bold] …")
     try:
         llm = load_video_llm(
-            o.model,
+            options.model,
             device=device,
-            attn_implementation=o.attn_implementation,
-            device_map=parse_device_map(o.device_map),
+            attn_implementation=options.attn_implementation,
+            device_map=parse_device_map(options.device_map),
         )
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--model") from e
-    init_policy, novelty_weight = o.init_policy, o.novelty_weight
+    init_policy, novelty_weight = options.init_policy, options.novelty_weight
     try:
         if init_policy is not None:
             policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
@@ -468,9 +468,9 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
                 llm,
                 seed=config.seed,
                 novelty_weight=novelty_weight or 0.0,
-                question_match_dim=o.question_match_dim,
-                question_match_init=o.question_match_init,
-                context_width=o.context_width,
+                question_match_dim=options.question_match_dim,
+                question_match_init=options.question_match_init,
+                context_width=options.context_width,
             )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
@@ -478,7 +478,7 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if world_cfg is not None and processes.is_main:
         (out / "world.json").write_text(json.dumps(world_cfg, indent=2))
-    selection = _validation_selection(o.val_selection, init_policy)
+    selection = _validation_selection(options.val_selection, init_policy)
     trainer = Trainer(
         llm,
         policy,
@@ -486,13 +486,13 @@ def _train(o: RunOptions, config, processes, device: str) -> None:
         train_items,
         vals,
         out,
-        resume=o.resume,
-        progress=o.progress,
+        resume=options.resume,
+        progress=options.progress,
         val_selection=selection,
         processes=processes,
     )
     try:
-        summary = trainer.fit(stop_at=o.stop_at)
+        summary = trainer.fit(stop_at=options.stop_at)
     except ValueError as e:  # e.g. a checkpoint this run cannot continue: say why, no traceback
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e

@@ -67,7 +67,7 @@ class TrainConfig:
     band_beta: float = knob(2.0, "band cap β: a band's probability is capped at clamp(β/n_g, 0.1, 0.9)")
     band_floor: float = knob(0.05, "every band keeps at least band_floor/n_g probability")
     in_band_clamp: tuple[float, float] = knob(
-        (0.5, 2.0), "in-band token probabilities clamped to [lo, hi] × uniform (comma-separated)"
+        (0.5, 2.0), "in-band token probabilities clamped to [low, high] × uniform (comma-separated)"
     )
     frame_fraction: float = knob(0.125, "frame mode draws ⌈T·f⌉ frames per rollout")
     frame_floor: float = knob(0.5, "frame-mode probabilities at least floor × uniform")
@@ -76,7 +76,9 @@ class TrainConfig:
     # ---- reward and advantages -------------------------------------------------------------------
     reward: str = knob("logodds", "rollout reward, a name of `cacovid.train.rewards.REWARDS` or pkg.mod:fn")
     max_new_tokens: int = knob(4, "tokens generated per answer (rewards that read generated text)")
-    advantage: str = knob("leave_one_out", "advantage estimator, a name of `cacovid.train.objective.ADVANTAGES`")
+    advantage: str = knob(
+        "leave_one_out", "advantage estimator, a name of `cacovid.train.objective.ADVANTAGES`"
+    )
     advantage_eps: float = knob(
         1e-4, "ε in A = (R − mean)/(std + ε) (advantage 'group'); ~0.05 quiets near-flat dense groups"
     )
@@ -157,7 +159,7 @@ class TrainConfig:
         if not 0.0 <= self.band_floor < 1.0:
             raise ValueError(f"band_floor must be in [0, 1), got {self.band_floor}")
         if len(self.in_band_clamp) != 2 or not 0.0 < self.in_band_clamp[0] <= 1.0 <= self.in_band_clamp[1]:
-            raise ValueError(f"in_band_clamp must satisfy 0 < lo <= 1 <= hi, got {self.in_band_clamp}")
+            raise ValueError(f"in_band_clamp must satisfy 0 < low <= 1 <= high, got {self.in_band_clamp}")
         if not 0.0 < self.frame_fraction <= 1.0:
             raise ValueError(f"frame_fraction must be in (0, 1], got {self.frame_fraction}")
         if not 0.0 <= self.frame_floor <= 1.0 <= self.frame_cap:

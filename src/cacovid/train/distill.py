@@ -236,8 +236,8 @@ def distill_policy(
         outputs = policy.forward_batch([p for p, _ in pairs])
         loss = torch.stack(
             [
-                distill_loss(o.token_scores, o.frame_scores, target, config.frame_weight)
-                for o, (_, target) in zip(outputs, pairs, strict=True)
+                distill_loss(out.token_scores, out.frame_scores, target, config.frame_weight)
+                for out, (_, target) in zip(outputs, pairs, strict=True)
             ]
         ).mean()
         # Cosine decay to 5 % over the whole run (counted in optimiser steps).

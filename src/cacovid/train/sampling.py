@@ -164,11 +164,11 @@ def token_mode(
     cap = min(max(config.band_beta / n_g, 0.1), 0.9)
     band_p = cap_band_probs(mass, cap, config.band_floor / n_g)  # (T, n_g)
     chosen = torch.multinomial(band_p.float(), n - 1, replacement=True, generator=generator)  # (T, n-1)
-    # In-band token probabilities, clamped to [lo, hi] × uniform and renormalised within each band.
+    # In-band token probabilities, clamped to [low, high] × uniform and renormalised within each band.
     uni = 1.0 / sizes[band]  # (P,)
     inband = p_sorted / mass[:, band].clamp_min(1e-300)
-    lo, hi = config.in_band_clamp
-    inband = torch.minimum(torch.maximum(inband, lo * uni), hi * uni)
+    low, high = config.in_band_clamp
+    inband = torch.minimum(torch.maximum(inband, low * uni), high * uni)
     band_sum = torch.zeros(T, n_g, dtype=torch.float64, device=dev).index_add_(1, band, inband)
     logw = torch.log(inband / band_sum[:, band])  # (T, P) over ranks
     keys = logw.unsqueeze(0) + _gumbel((n - 1, T, P), generator, dev)
