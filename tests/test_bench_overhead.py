@@ -139,7 +139,10 @@ def test_overhead_quick_7b_and_full_model(capsys, tmp_path):
     assert s["pooled_length"] == 62 + 2 * 4  # 4 x 4 frames → 2 x 2 cells
     names = ["cacovid", "cacovid-pool2", "cacovid-pool2+terms"]  # the decoys policy has per-token terms
     assert [r["method"] for r in b["selectors"]] == names
-    assert b["policy_terms"] == {"question_match_dim": 48, "context_width": 32, "novelty_weight": 0.0}
+    shipped = json.loads((BENCH.parent / "src/cacovid/policy/shipped/toy-decoys/config.json").read_text())
+    assert b["policy_terms"] == {
+        k: shipped[k] for k in ("question_match_dim", "context_width", "novelty_weight")
+    }
     ours, pooled, fine = b["selectors"]
     assert b["layer_full_ms"] > 0 and b["layer_kept_ms"] > 0
     assert b["prefill_full_ms_estimate"] == pytest.approx(28 * b["layer_full_ms"])
