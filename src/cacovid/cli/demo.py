@@ -67,7 +67,7 @@ def _rl_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress
     """The recipe of the policy shipped for the decoys world (recipes/toy/cacovid-decoys/rl.yaml, which
     is `cacovid train`'s defaults) on fewer items: a fresh policy with the question-match prior,
     trained by RL from the answers alone, validated and saved with the global top-K."""
-    from cacovid.cli.train import RunOptions, _selection_text
+    from cacovid.cli.train import RunOptions, selection_from_text
     from cacovid.data.sources import source_from_args
     from cacovid.policy import CaCoVIDPolicy
     from cacovid.train.config import TrainConfig
@@ -84,7 +84,7 @@ def _rl_policy(adapter, out: Path, n_items: int, world: str, seed: int, progress
         question_match_init=run.question_match_init,
         context_width=run.context_width,
     )
-    selection = _selection_text(run.val_selection)
+    selection = selection_from_text(run.val_selection)
     out_dir = out / "policy-training"
     Trainer(
         adapter, policy, config, train_items, val_items, out_dir, progress=progress, val_selection=selection

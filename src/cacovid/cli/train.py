@@ -305,7 +305,7 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
     if val_selection == "defaults":
         return {}
     if val_selection is not None and "=" in val_selection:
-        return _selection_text(val_selection)
+        return selection_from_text(val_selection)
     source = val_selection or init_policy
     if source is None:
         return {}
@@ -314,7 +314,7 @@ def _validation_selection(val_selection: str | None, init_policy: str | None) ->
     return selection_options(source)
 
 
-def _selection_text(text: str) -> dict[str, Any]:
+def selection_from_text(text: str) -> dict[str, Any]:
     """alpha=0,fill=score → {"alpha": 0.0, "fill": "score"} (cap and alpha are numbers)."""
     out: dict[str, Any] = {}
     for part in text.split(","):
