@@ -21,8 +21,10 @@ use it. The whole interface:
 
 The time left is estimated from the pace since the first unit (which also pays for the loop's setup).
 `skip(n)` counts units that an earlier run already did (a resumed run): they count towards the total
-but not towards that pace. Lines are written from the calls
-themselves (no thread), so the 30 s rule is checked whenever the count or the info changes.
+but not towards that pace. Lines are written from the calls themselves (no thread): the 30 s rule is
+checked at every `advance` or `update`, and writes only when the count or the info has changed.
+`enabled=False` (a `--no-progress` flag, or a process other than the one that reports) shows nothing
+but `log` messages.
 """
 
 from __future__ import annotations
