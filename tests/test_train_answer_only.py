@@ -61,7 +61,8 @@ def test_the_recipe_trains_the_same_policy_without_evidence_annotations(tmp_path
         assert summary["finished"] and summary["steps"] >= 2
         weights.append({k: v.clone() for k, v in policy.state_dict().items()})
     moved = CaCoVIDPolicy.from_host(adapter, seed=0, question_match_dim=48, question_match_init="query")
-    assert any(not torch.equal(v, moved.state_dict()[k]) for k, v in weights[0].items())  # it trained
+    start = moved.state_dict()
+    assert max(float((v - start[k]).abs().max()) for k, v in weights[0].items()) > 1e-4  # it trained
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key  # same inputs, same machine: bit for bit
 

@@ -184,20 +184,25 @@ def naive_mode(token_scores: Tensor, kept: int, n: int, generator: torch.Generat
     """(n, N) bool: n rollouts of `kept` tokens each, drawn without replacement from softmax(s).
 
     The scores are flattened over the whole video (N = T·P), so a rollout may take many tokens from
-    one frame and none from another. Gumbel top-k with the caller's generator: the keys
-    log softmax(s)_i + Gumbel_i, top `kept`, are distributed as `kept` sequential draws without
-    replacement (Plackett–Luce). There is no deterministic rollout: every draw is random.
+    one frame and none from another. There is no deterministic rollout: every draw is random.
     """
+    order = global_draws(token_scores, kept, n, generator)
+    out = torch.zeros(n, token_scores.numel(), dtype=torch.bool, device=token_scores.device)
+    return out.scatter_(1, order, True)
+
+
+def global_draws(token_scores: Tensor, kept: int, n: int, generator: torch.Generator) -> Tensor:
+    """(n, kept) token indices in draw order: Gumbel top-k with the caller's generator, whose keys
+    log softmax(s)_i + Gumbel_i, top `kept`, are distributed as `kept` sequential draws without
+    replacement from softmax(s) over all N tokens (Plackett–Luce)."""
     flat = token_scores.reshape(-1)
     N = flat.numel()
     if not 1 <= kept <= N:
         raise ValueError(f"kept must be in [1, {N}], got {kept}")
-    out = torch.zeros(n, N, dtype=torch.bool, device=flat.device)
     if n == 0:
-        return out
-    logp = torch.log_softmax(flat.double(), dim=0)
-    keys = logp.unsqueeze(0) + _gumbel((n, N), generator, flat.device)
-    return out.scatter_(1, keys.topk(kept, dim=1).indices, True)
+        return torch.zeros(0, kept, dtype=torch.long, device=flat.device)
+    keys = torch.log_softmax(flat.double(), dim=0).unsqueeze(0) + _gumbel((n, N), generator, flat.device)
+    return keys.topk(kept, dim=1).indices  # sorted by key: the order of sequential draws
 
 
 def frame_probabilities(frame_scores: Tensor, config: TrainConfig) -> Tensor:
@@ -364,11 +369,8 @@ def draw_gumbel(
     """Global Gumbel-top-K: every rollout draws its K = T·k tokens anywhere in the video, without
     replacement, from softmax(s), as the global top-K used at test time ranks them; the draw order is
     kept, so `plackett_luce_log_prob` gives each rollout's exact probability."""
-    flat = token_scores.reshape(-1)
-    T, N, K = token_scores.shape[0], flat.numel(), token_scores.shape[0] * per_frame
-    G, dev = config.group_size, flat.device
-    keys = torch.log_softmax(flat.double(), dim=0).unsqueeze(0) + _gumbel((G, N), generator, dev)
-    order = keys.topk(K, dim=1).indices  # sorted by key: the order of sequential draws
+    T, N, G, dev = token_scores.shape[0], token_scores.numel(), config.group_size, token_scores.device
+    order = global_draws(token_scores, T * per_frame, G, generator)
     return Rollouts(
         masks=torch.zeros(G, N, dtype=torch.bool, device=dev).scatter_(1, order, True),
         frames=torch.ones(G, T, dtype=torch.bool, device=dev),
