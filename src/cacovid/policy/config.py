@@ -81,6 +81,15 @@ class PolicyConfig:
     - `selection_rule`: "cacovid" (the default, docs/method.md §3) or "release": the release's
       frame-budget arithmetic and its evenly spaced fill of the rest of the budget
       (`policy/release.py`). Both options are docs/method.md §8's deviations, undone on request.
+    - `pool_size`: side k of the spatial cells the copied layer reads (`policy/pooling.py`); 1 (the
+      default) is the policy of docs/method.md §2 exactly. Why: the layer is one full-width decoder
+      layer over the whole prompt, about 1/28 of a 28-layer prefill at 7B shape before any token is
+      dropped; with k > 1 it reads the mean of each k x k cell of every frame instead of every token
+      (its linear parts shrink k² times, its attention up to k⁴ times), the layer-based scores go back
+      to each cell's members, and the per-token terms (question match, context, novelty prior) are
+      still computed for every token. The weights do not depend on k, so it is not a structural key
+      (`STRUCTURAL_KEYS` decide whether weights fit a host): a policy can be rerun, or trained, at
+      another pool size.
     """
 
     host_name: str = ""
@@ -96,6 +105,7 @@ class PolicyConfig:
     context_width: int = 0
     layer_attention: str = "bidirectional"
     selection_rule: str = "cacovid"
+    pool_size: int = 1
 
     def __post_init__(self) -> None:
         self.head_widths = tuple(int(w) for w in self.head_widths)
@@ -131,6 +141,12 @@ class PolicyConfig:
             )
         if self.context_width and not self.question_match_dim:
             raise ValueError("context_width needs the question-match term (question_match_dim > 0)")
+        whole = isinstance(self.pool_size, int) or (
+            isinstance(self.pool_size, float) and self.pool_size.is_integer()
+        )
+        if isinstance(self.pool_size, bool) or not whole or self.pool_size < 1:
+            raise ValueError(f"pool_size must be an integer >= 1 (1: no pooling), got {self.pool_size!r}")
+        self.pool_size = int(self.pool_size)
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"

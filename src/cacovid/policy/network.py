@@ -5,12 +5,15 @@ layer, reads the whole [system, video, question] embedding sequence with its ori
 **bidirectional** attention, so every video token's score depends on the question after it. An RMSNorm
 and two small MLP heads turn the layer's video outputs into per-token (drop, keep) logits and, from the
 per-frame mean, per-frame (drop, keep) logits. Only this module is trained; the host stays frozen.
+With `PolicyConfig.pool_size` k > 1 the layer reads k x k spatial cell means of the video tokens
+(`policy/pooling.py`) and its outputs go back to every member of a cell; the output is the same shape.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from cacovid.policy.layers import (
     host_attn_implementation,
     make_bidirectional,
 )
+from cacovid.policy.pooling import PooledPrompt, frame_means, pool_prompt
 from cacovid.policy.question import QuestionMatch
 from cacovid.types import EncodedPrompt
 
@@ -167,6 +171,15 @@ class CaCoVIDPolicy(nn.Module):
         """The copied decoder layer: trained at a 10× smaller learning rate."""
         return list(self.layer.parameters())
 
+    def with_pool_size(self, k: int) -> CaCoVIDPolicy:
+        """A copy of this policy (same weights, same device) whose layer reads k x k cell means
+        (`PolicyConfig.pool_size`); `self` is unchanged. Why a copy: the same trained weights can be
+        compared at two pool sizes side by side."""
+        config = dataclasses.replace(self.config, pool_size=k)  # validates k
+        twin = copy.deepcopy(self)
+        twin.config = config
+        return twin
+
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, prompt: EncodedPrompt | Sequence[EncodedPrompt]) -> PolicyOutput | list[PolicyOutput]:
         """Logits for one prompt (→ PolicyOutput) or a batch of prompts (→ list[PolicyOutput])."""
@@ -177,7 +190,11 @@ class CaCoVIDPolicy(nn.Module):
     def forward_batch(self, prompts: Sequence[EncodedPrompt]) -> list[PolicyOutput]:
         """Run the bidirectional layer once over a right-padded batch; heads per prompt.
 
-        Shapes inside: hidden (B, L, D); position ids (B, L) or (3, B, L); padding keys masked.
+        Shapes inside: hidden (B, L, D); position ids (B, L) or (3, B, L); padding keys masked. With
+        `pool_size` k > 1 the layer runs on each prompt's pooled sequence (`policy/pooling.py`), the
+        token head's logits go back to every member of a cell, the frame head reads the frame mean
+        of the broadcast outputs, and the novelty prior and question term are computed on the full
+        grid, so every member of a cell can still score differently.
         """
         if not prompts:
             raise ValueError("forward_batch needs at least one prompt")
@@ -190,6 +207,32 @@ class CaCoVIDPolicy(nn.Module):
         mrope = prompts[0].position_ids.dim() == 2
         if any((p.position_ids.dim() == 2) != mrope for p in prompts):
             raise ValueError("cannot batch 1-D and 3-D (M-RoPE) position ids together")
+        k = self.config.pool_size
+        pooled = [pool_prompt(p, k) for p in prompts] if k > 1 else None
+        inputs = [q.prompt for q in pooled] if pooled is not None else list(prompts)
+        out = self._layer_outputs(inputs, mrope)
+        dev, dtype = self.device, self.norm.weight.dtype
+        results = []
+        for b, p in enumerate(prompts):
+            T, P = p.num_frames, p.tokens_per_frame
+            # clone(): prompts are often built under inference_mode, and autograd must save the index.
+            video = out[b, inputs[b].video_positions.to(dev).clone()].to(dtype)  # float32 after autocast
+            if pooled is None:
+                token_logits = self.token_head(self.norm(video))  # (N, 2)
+                frame_mean = video.reshape(T, P, D).mean(dim=1)
+            else:
+                token_logits, frame_mean = self._broadcast(video, pooled[b])
+            if self.config.novelty_weight:
+                token_logits = token_logits + self.novelty_prior(p)
+            if self.question_match is not None:
+                token_logits = token_logits + self.question_term(p)
+            frame_logits = self.frame_head(self.norm(frame_mean))  # (T, 2)
+            results.append(PolicyOutput(token_logits, frame_logits))
+        return results
+
+    def _layer_outputs(self, prompts: Sequence[EncodedPrompt], mrope: bool) -> torch.Tensor:
+        """(B, L, D) outputs of the copied layer over the right-padded batch of `prompts`."""
+        D = self.config.hidden_size
         dev, dtype = self.device, self.norm.weight.dtype
         B, L = len(prompts), max(p.inputs_embeds.shape[0] for p in prompts)
         hidden = torch.zeros(B, L, D, dtype=dtype, device=dev)
@@ -215,19 +258,14 @@ class CaCoVIDPolicy(nn.Module):
             )
         if isinstance(out, tuple):  # older layer classes return (hidden, …)
             out = out[0]
-        results = []
-        for b, p in enumerate(prompts):
-            T, P = p.num_frames, p.tokens_per_frame
-            # clone(): prompts are often built under inference_mode, and autograd must save the index.
-            video = out[b, p.video_positions.to(dev).clone()].to(dtype)  # (N, D), float32 after autocast
-            token_logits = self.token_head(self.norm(video))  # (N, 2)
-            if self.config.novelty_weight:
-                token_logits = token_logits + self.novelty_prior(p)
-            if self.question_match is not None:
-                token_logits = token_logits + self.question_term(p)
-            frame_logits = self.frame_head(self.norm(video.reshape(T, P, D).mean(dim=1)))  # (T, 2)
-            results.append(PolicyOutput(token_logits, frame_logits))
-        return results
+        return out
+
+    def _broadcast(self, cells: torch.Tensor, pooled: PooledPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 2) token-head logits of the layer's (N', D) pooled video outputs `cells`, each cell's
+        logits given to its members, and (T, D) the frame means of the outputs so broadcast. The head
+        runs on the N' cells only: it is per token, so this equals running it on the broadcast."""
+        members = pooled.members.to(self.device).clone()
+        return self.token_head(self.norm(cells))[members], frame_means(cells, pooled)
 
     def question_term(self, prompt: EncodedPrompt) -> torch.Tensor:
         """(N, 2) logit offsets ±s/2 from the question-match term r (`policy/question.py`) and, where
