@@ -130,6 +130,11 @@ class RunOptions:
         "query", "a fresh question-match term's start: query (the label-free prior) or zero"
     )
     context_width: int = _run_knob(0, "a fresh policy's cross-frame context width (PolicyConfig; 0: none)")
+    pool_size: int | None = _run_knob(
+        None,
+        "side k of the k x k spatial cells the policy's layer reads (PolicyConfig.pool_size: k² times "
+        "cheaper in its linear parts; default: init_policy's, 1 for a fresh policy, i.e. every token)",
+    )
     device: str = _run_knob("cpu", "device of the host and the policy")
     attn_implementation: str | None = _run_knob(
         None,
@@ -463,6 +468,8 @@ def _train(options: RunOptions, config, processes, device: str) -> None:
             policy = CaCoVIDPolicy.from_pretrained(init_policy, host=llm)
             if novelty_weight is not None:
                 policy.config = dataclasses.replace(policy.config, novelty_weight=novelty_weight)
+            if options.pool_size is not None:
+                policy.config = dataclasses.replace(policy.config, pool_size=options.pool_size)
         else:
             policy = CaCoVIDPolicy.from_host(
                 llm,
@@ -471,6 +478,7 @@ def _train(options: RunOptions, config, processes, device: str) -> None:
                 question_match_dim=options.question_match_dim,
                 question_match_init=options.question_match_init,
                 context_width=options.context_width,
+                pool_size=1 if options.pool_size is None else options.pool_size,
             )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
