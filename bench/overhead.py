@@ -7,7 +7,7 @@ of compression against a 200.4 ms prefill (5.6 %), a 3.1x prefill speed-up at 25
 counted, where dropping 75 % of the video tokens alone gives at most 4x. Four parts, one run:
 
 - `toy`: every pre-LLM selector the harness evaluates (as `bench/quality.py`: all registered ones but
-  the oracle and FastV), CaCoVID with the shipped policy of `--world`'s preset and its pooled variants,
+  the oracle and FastV), CaCoVID with the shipped policy of `--world`'s preset and pooled CaCoVID (below),
   on a few synthetic test items of the shipped toy model (`cacovid.evaluate.efficiency`, the code of
   `cacovid eval --efficiency`): selection ms against the prefill ms at full length and at the kept
   ratio, and the prefill speed-up with and without the selection counted.
@@ -15,47 +15,50 @@ counted, where dropping 75 % of the video tokens alone gives at most 4x. Four pa
   62 text tokens, random weights. One causal decoder layer (sdpa) is timed at full length and at the
   kept length; the prefill is 28 x that layer (the LM head on one position is left out). CaCoVID's
   selection (the policy around one such layer, bidirectional, its heads, the per-token terms of
-  `--world`'s shipped policy, and the budgeted selection) and the pooled variants are timed in the
+  `--world`'s shipped policy, and the budgeted selection) and pooled CaCoVID are timed in the
   same rounds, interleaved, so the ratios hold on a noisy machine. Beside every time, the analytic
   FLOPs (`cacovid.evaluate.efficiency`; the prefill causal, the policy's layer the full square).
-- `quality`: for each of `--quality-worlds`, the shipped policy of its preset against its pooled
-  variants on the same test items at one ratio, through the evaluation harness
-  (`benchutil.pooled_policy.compare_quality`).
+- `quality`: for each of `--quality-worlds`, the shipped policy of its preset against pooled CaCoVID
+  on the same test items at one ratio, through the evaluation harness (`compare_quality`), with the
+  paired difference on the items both answered.
 - `full-model` (default on CUDA only): the whole 28-layer 7B-shaped language model in `--dtype`
   (bfloat16 on CUDA): compression ms, prefill ms at 100 % and at the kept ratio, the prefill speed-up
   with the compression counted.
 
-The pooled variants are a prototype (`benchutil/pooled_policy.py`): `cacovid-pool2` scores 2 x 2
-spatial cell means and broadcasts each cell's score to its members; `cacovid-pool2+terms` also
-recomputes the per-token terms, which need no decoder layer, on the full grid. They keep the trained
-weights, so they are the cheaper policy measured whatever the full policy's share; the output says
-whether the full one stays above 3 % of the prefill.
+Pooled CaCoVID is the library's `PolicyConfig.pool_size` k (`--pool`, default 2; `cacovid.policy.pooling`):
+the policy's layer reads the mean of each k x k spatial cell of every frame, each cell's score goes
+to its members, and the per-token terms, which need no decoder layer, are computed on the full grid.
+`cacovid-poolK` is the shipped policy's own weights rerun at pool size k, with its selection settings.
+`--pooled-policy DIR` names a policy trained pooled instead (a `policy/` folder of `cacovid train
+--pool-size K`), `cacovid-poolK-trained`: the toy and quality parts run it with its own selection
+settings; at 7B shape, where no trained weights fit, its config's pool size and per-token terms shape
+the random 7B policy. Either is the cheaper policy measured whatever the full policy's share; the
+output says whether the full one stays above 3 % of the prefill.
 
 The last printed line is the headline: the policy-to-prefill ratio at 7B shape (measured and analytic)
 and the implied 25 % prefill speed-up with the selection counted, beside the paper's anchor, and the
-same two figures for the last pooled variant.
+same two figures for pooled CaCoVID.
 
     nice .venv/bin/python bench/overhead.py --json overhead.json        # CPU, about 10 min
     .venv/bin/python bench/overhead.py --device cuda --parts 7b,full-model   # 7B shape on a GPU, bf16
     .venv/bin/python bench/overhead.py --quick                          # small shapes, seconds
+    .venv/bin/python bench/overhead.py --device cuda --parts 7b,full-model --pooled-policy runs/pool2/policy
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import benchutil
 import torch
-from benchutil.pooled_policy import (
-    PooledCaCoVIDSelector,
-    compare_quality,
-    pool_prompt,
-    pooled_variants,
-    quality_table,
-)
 from benchutil.shapes import (
     PREFIX,
     QUICK,
@@ -73,6 +76,9 @@ PARTS = ("toy", "7b", "quality", "full-model")
 ANCHOR = {"compression_ms": 11.2, "prefill_ms": 200.4, "speedup": 3.1, "limit": 4.0}
 THRESHOLD = 0.03  # a policy above this share of the prefill calls for a cheaper one
 QUALITY_WORLDS = "preset=decoys;preset=classic"  # each with its preset's shipped policy
+DEFAULT_POOL = 2
+# The PolicyConfig fields that shape a policy's cost: its per-token terms (and its pool size).
+TERM_FIELDS = ("question_match_dim", "context_width", "novelty_weight")
 
 
 # ---- timing --------------------------------------------------------------------------------------
@@ -124,24 +130,62 @@ def term_flops(policy, prompt) -> float:
     return total
 
 
-def policy_flops(policy, config: dict[str, Any], prompt) -> float:
-    """Analytic FLOPs of one policy forward on `prompt`: its bidirectional layer (the full square), its
-    heads and its terms; norms and the frame mean are O(L·D) and left out, as in `layer_flops`."""
+def selector_flops(selector, config: dict[str, Any], prompt) -> float:
+    """Analytic FLOPs of a CaCoVID selector's policy forward on `prompt`: its bidirectional layer (the
+    full square) over the sequence it reads (the pooled one at pool size k > 1), its heads on that
+    sequence's video tokens, its per-token terms on the full grid; norms, the pooling and the frame
+    mean are O(L·D) and left out, as in `layer_flops`."""
     from cacovid.evaluate.efficiency import layer_flops
+    from cacovid.policy.pooling import pool_prompt
 
-    length = int(prompt.inputs_embeds.shape[0])
-    heads = head_flops(policy, prompt.num_video_tokens, prompt.num_frames)
+    policy = selector.policy
+    k = policy.config.pool_size
+    scored = pool_prompt(prompt, k).prompt if k > 1 else prompt
+    length = int(scored.inputs_embeds.shape[0])
+    heads = head_flops(policy, scored.num_video_tokens, prompt.num_frames)
     return layer_flops(config, length) + heads + term_flops(policy, prompt)
 
 
-def selector_flops(selector, config: dict[str, Any], prompt) -> float:
-    """Analytic FLOPs of a CaCoVID selector (plain or pooled) on `prompt`."""
-    if not isinstance(selector, PooledCaCoVIDSelector):
-        return policy_flops(selector.policy, config, prompt)
-    policy = selector.base.policy
-    pooled, _ = pool_prompt(prompt, selector.k)
-    terms = term_flops(policy, prompt) if selector.full_resolution_terms else 0.0
-    return policy_flops(policy, config, pooled) + terms
+# ---- pooled CaCoVID --------------------------------------------------------------------------------
+def pooled_name(k: int, trained: bool) -> str:
+    """The pooled method's name: `cacovid-poolK` (a policy rerun pooled) or `…-trained`."""
+    return f"cacovid-pool{k}" + ("-trained" if trained else "")
+
+
+def repooled(base, k: int):
+    """`base` (a CaCoVIDSelector) with the same policy weights at pool size k and the same selection
+    settings, so pooling is the only difference."""
+    from cacovid.policy import CaCoVIDSelector
+
+    return CaCoVIDSelector(base.policy.with_pool_size(k), alpha=base.alpha, cap=base.cap, fill=base.fill)
+
+
+def pooled_policy_size(path: str) -> int:
+    """The pool size of the saved policy at `path` (exits when it is no saved policy or not pooled)."""
+    from cacovid.policy.config import PolicyConfig
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise SystemExit(f"--pooled-policy: {path} is not a saved policy folder (no config.json)")
+    k = PolicyConfig.load(config_file).pool_size
+    if k < 2:
+        raise SystemExit(f"--pooled-policy: {path} has pool size {k}; train one with --pool-size 2 or more")
+    return k
+
+
+def pooled_method(adapter, base, *, pool: int, pooled_policy: str | None):
+    """The pooled CaCoVID method of the toy and quality parts: `pooled_policy` on `adapter` with its own
+    selection settings, or else `base`'s policy rerun at pool size `pool`."""
+    from cacovid.evaluate.methods import Method
+    from cacovid.policy import CaCoVIDSelector
+
+    if pooled_policy is None:
+        return Method(pooled_name(pool, False), repooled(base, pool))
+    try:
+        selector = CaCoVIDSelector.from_pretrained(pooled_policy, adapter)
+    except ValueError as e:
+        raise SystemExit(f"--pooled-policy: {e}") from e
+    return Method(pooled_name(pool, True), selector)
 
 
 # ---- part (a): the toy ---------------------------------------------------------------------------
@@ -159,10 +203,9 @@ def shipped_selector(adapter, world: str, seed: int):
 
 def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
     from cacovid.evaluate.efficiency import measure_efficiency
-    from cacovid.evaluate.methods import Method
 
     methods, base = shipped_selector(adapter, args.world, args.seed)
-    methods += [Method(p.name, p) for p in pooled_variants(base, args.pool)]
+    methods.append(pooled_method(adapter, base, pool=args.pool, pooled_policy=args.pooled_policy))
     items = benchutil.synthetic_items(args.toy_items, args.world, "test")
     with torch.no_grad():
         result = measure_efficiency(
@@ -202,20 +245,27 @@ def toy_part(args: argparse.Namespace, adapter) -> dict[str, Any]:
 
 
 # ---- part (b): 7B shape --------------------------------------------------------------------------
-def shipped_terms(world: str) -> dict[str, Any]:
-    """The per-token terms of the world's shipped policy (question match, context, novelty prior), so
-    the 7B-shape policy is timed with the parts the quality figures come from."""
+def policy_terms(folder: str | Path) -> dict[str, Any]:
+    """The per-token terms (question match, context, novelty prior) of the saved policy in `folder`."""
     from cacovid.policy.config import PolicyConfig
 
-    config = PolicyConfig.load(benchutil.policy_dir(benchutil.world_preset(world)) / "config.json")
-    return {k: getattr(config, k) for k in ("question_match_dim", "context_width", "novelty_weight")}
+    config = PolicyConfig.load(Path(folder) / "config.json")
+    return {k: getattr(config, k) for k in TERM_FIELDS}
+
+
+def shipped_terms(world: str) -> dict[str, Any]:
+    """The per-token terms of the world's shipped policy, so the 7B-shape policy is timed with the
+    parts the quality figures come from."""
+    return policy_terms(benchutil.policy_dir(benchutil.world_preset(world)))
 
 
 def seven_b_selectors(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
     """The 7B-shape text config, a random prompt of LLaVA-OneVision's layout, the kept length at
-    `--ratio`, and the selectors timed on it by name: CaCoVID (one random Qwen2-7B-sized layer, heads
-    and the terms of the world's shipped policy) and its pooled variants."""
+    `--ratio`, the terms of each policy, and the selectors timed on it by name: CaCoVID (one random
+    Qwen2-7B-sized layer, heads and the terms of the world's shipped policy) and pooled CaCoVID (the
+    same policy at pool size `--pool`, or a random one shaped by `--pooled-policy`'s config)."""
     from cacovid.policy import CaCoVIDSelector
+    from cacovid.policy.settings import selection_options
     from cacovid.types import token_budget
 
     config = text_config(args.quick)
@@ -225,23 +275,29 @@ def seven_b_selectors(args: argparse.Namespace, device: torch.device, dtype: tor
     )
     length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
     kept_length = length - n_video + token_budget(n_video, args.ratio)
-    terms = shipped_terms(args.world)
+    terms = {"cacovid": shipped_terms(args.world)}
     torch.manual_seed(args.seed)
-    base = CaCoVIDSelector(big_policy(device, dtype, config, **terms))
-    selectors: dict[str, Any] = {"cacovid": base}
-    for pooled in pooled_variants(base, args.pool, with_terms=any(terms.values())):
-        selectors[pooled.name] = pooled
-    return config, prompt, kept_length, terms, selectors
+    base = CaCoVIDSelector(big_policy(device, dtype, config, **terms["cacovid"]))
+    name = pooled_name(args.pool, args.pooled_policy is not None)
+    if args.pooled_policy is None:
+        terms[name] = terms["cacovid"]
+        pooled = repooled(base, args.pool)
+    else:
+        terms[name] = policy_terms(args.pooled_policy)
+        policy = big_policy(device, dtype, config, **terms[name], pool_size=args.pool)
+        pooled = CaCoVIDSelector(policy, **selection_options(args.pooled_policy))
+    return config, prompt, kept_length, terms, {"cacovid": base, name: pooled}
 
 
 def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     from cacovid.evaluate.efficiency import prefill_flops
+    from cacovid.policy.pooling import pool_prompt
 
     config, prompt, kept_length, terms, selectors = seven_b_selectors(args, device, dtype)
     hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
     length, n_video = int(prompt.inputs_embeds.shape[0]), prompt.num_video_tokens
     frames, side = prompt.num_frames, prompt.video_grid[1]
-    pooled_prompt, _ = pool_prompt(prompt, args.pool)
+    pooled_prompt = pool_prompt(prompt, args.pool).prompt
     layer, rotary = causal_layer(config, device, dtype)
     calls = {
         "layer_full": layer_call(layer, rotary, prompt.inputs_embeds),
@@ -300,7 +356,8 @@ def seven_b_part(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         "prefill_speedup_analytic": flops["prefill_full"] / flops["prefill_kept"],
         "prefill_full_gflops": flops["prefill_full"] / 1e9,
         "prefill_kept_gflops": flops["prefill_kept"] / 1e9,
-        "policy_terms": terms,
+        "policy_terms": terms["cacovid"],
+        "pooled_policy_terms": terms[rows[-1]["method"]],
         "selectors": rows,
         "above_threshold": bool(rows[0]["pct_of_prefill_measured"] > 100 * THRESHOLD),
     }
@@ -353,6 +410,119 @@ def full_model_part(args: argparse.Namespace, device: torch.device, dtype: torch
     }
 
 
+# ---- part (c): what pooling costs in quality -------------------------------------------------------
+def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and its standard error (sample std / √n; None below two values)."""
+    if not values:
+        return None, None
+    m = float(statistics.fmean(values))
+    se = float(statistics.stdev(values) / math.sqrt(len(values))) if len(values) > 1 else None
+    return m, se
+
+
+def quality_rows(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Per method: accuracy and evidence recall with n and standard errors, and the paired difference
+    of each to `reference` on the items both answered (so item difficulty cancels)."""
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["item_id"]] = r
+    ref = by_method.get(reference, {})
+    out = []
+    for method, items in by_method.items():
+        ok = [r for r in items.values() if not r.get("error_kind") or r["error_kind"] == "unparsable"]
+        acc, acc_se = mean_se([float(r["correct"]) for r in ok])
+        recall, recall_se = mean_se([r["evidence_recall"] for r in ok if r["evidence_recall"] is not None])
+        shared = [i for i in items if i in ref]
+        diff, diff_se = mean_se([float(items[i]["correct"]) - float(ref[i]["correct"]) for i in shared])
+        rdiff, rdiff_se = mean_se(
+            [
+                items[i]["evidence_recall"] - ref[i]["evidence_recall"]
+                for i in shared
+                if items[i]["evidence_recall"] is not None and ref[i]["evidence_recall"] is not None
+            ]
+        )
+        paired = method != reference
+        out.append(
+            {
+                "method": method,
+                "ratio": next(iter(items.values()))["ratio"],
+                "n": len(ok),
+                "errors": len(items) - len(ok),
+                "accuracy": acc,
+                "accuracy_se": acc_se,
+                "evidence_recall": recall,
+                "evidence_recall_se": recall_se,
+                "accuracy_diff": diff if paired else None,
+                "accuracy_diff_se": diff_se if paired else None,
+                "recall_diff": rdiff if paired else None,
+                "recall_diff_se": rdiff_se if paired else None,
+            }
+        )
+    return out
+
+
+def quality_world(
+    adapter,
+    world: str,
+    work: Path,
+    *,
+    pool: int,
+    pooled_policy: str | None,
+    ratio: float,
+    items: int,
+    seed: int,
+    model: str | None,
+) -> list[dict[str, Any]]:
+    """The world's shipped policy and pooled CaCoVID (`pooled_method`) on the same test items at one
+    ratio, through the evaluation harness (results kept in `work`, so a second call resumes)."""
+    from cacovid.data.sources import synthetic_source
+    from cacovid.evaluate import EvalConfig, build_methods, run_evaluation
+    from cacovid.evaluate.records import read_rows
+
+    policy = benchutil.policy_dir(benchutil.world_preset(world))
+    methods = build_methods(["cacovid"], adapter, policy=str(policy), seed=seed)
+    methods.append(pooled_method(adapter, methods[0].selector, pool=pool, pooled_policy=pooled_policy))
+    config = EvalConfig(ratios=[ratio], batch_size=8, seed=seed, keep_masks=False)
+    source = synthetic_source(world, "test", items)
+    with torch.inference_mode():
+        run_evaluation(adapter, source, methods, work, config, model=model)
+    rows = quality_rows(read_rows(work), "cacovid")
+    return [{"world": world, "policy": policy.name, **r} for r in rows]
+
+
+def compare_quality(
+    adapter,
+    worlds: Sequence[str],
+    *,
+    pool: int,
+    pooled_policy: str | None = None,
+    ratio: float,
+    items: int,
+    seed: int = 0,
+    model: str | None = None,
+    work: str | Path | None = None,
+) -> dict[str, Any]:
+    """Every world's shipped policy against pooled CaCoVID (`quality_world`), in one result: the
+    `quality` part's JSON. `work`: where the evaluation rows go (default: temporary)."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cacovid-overhead-") as tmp:
+        root = Path(work) if work else Path(tmp)
+        for world in worlds:
+            folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", world)
+            rows += quality_world(
+                adapter,
+                world,
+                folder,
+                pool=pool,
+                pooled_policy=pooled_policy,
+                ratio=ratio,
+                items=items,
+                seed=seed,
+                model=model,
+            )
+    return {"worlds": list(worlds), "ratio": ratio, "items": items, "rows": rows}
+
+
 # ---- the run -------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     benchutil.setup_torch(args.threads)
@@ -368,13 +538,13 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise SystemExit(f"--parts: unknown {unknown or 'empty list'}; known: {', '.join(PARTS)}")
-    if args.pool < 2:
-        raise SystemExit(f"--pool must be at least 2 (1 is the unpooled policy), got {args.pool}")
+    resolve_pool(args)
     result: dict[str, Any] = {
         "benchmark": "overhead",
         "quick": bool(args.quick),
         "parts": parts,
         "pool": args.pool,
+        "pooled_policy": args.pooled_policy,
         "anchor": {**ANCHOR, "ratio_pct": 100 * ANCHOR["compression_ms"] / ANCHOR["prefill_ms"]},
         "threshold_pct": 100 * THRESHOLD,
         "environment": benchutil.environment(),
@@ -398,6 +568,7 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
                 adapter,
                 [w.strip() for w in args.quality_worlds.split(";") if w.strip()],
                 pool=args.pool,
+                pooled_policy=args.pooled_policy,
                 ratio=args.quality_ratio,
                 items=args.quality_items,
                 seed=args.seed,
@@ -407,6 +578,19 @@ def run(args: argparse.Namespace, adapter=None) -> dict[str, Any]:
         result["seconds"][part] = time.perf_counter() - start
     result["headline"] = headline(result)
     return result
+
+
+def resolve_pool(args: argparse.Namespace) -> None:
+    """Set `args.pool`: `--pool`, else `--pooled-policy`'s own pool size, else 2 (exits on a clash)."""
+    if args.pooled_policy is not None:
+        k = pooled_policy_size(args.pooled_policy)
+        if args.pool is not None and args.pool != k:
+            raise SystemExit(f"--pool {args.pool}: --pooled-policy {args.pooled_policy} has pool size {k}")
+        args.pool = k
+    elif args.pool is None:
+        args.pool = DEFAULT_POOL
+    if args.pool < 2:
+        raise SystemExit(f"--pool must be at least 2 (1 is the unpooled policy), got {args.pool}")
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -562,7 +746,8 @@ def render(result: dict[str, Any]) -> list[Any]:
         verdict = "above" if b["above_threshold"] else "not above"
         table.caption = (
             f"the full-width policy is {verdict} {result['threshold_pct']:.0f} % of the prefill (measured); "
-            f"pooled scoring ({result['pool']}x{result['pool']} cells) is the cheaper policy measured"
+            f"pooled CaCoVID (the layer on {result['pool']}x{result['pool']} cell means) is the cheaper "
+            "policy measured"
         )
         out.append(table)
     if "full_model" in result:
@@ -585,6 +770,35 @@ def render(result: dict[str, Any]) -> list[Any]:
     if "quality" in result:
         out.append(quality_table(result["quality"]))
     return out  # main prints the headline after the tables
+
+
+def _pm(value: float | None, se: float | None, scale: float = 100.0, signed: bool = False) -> str:
+    """`value ± se` in percent (points when `signed`), "—" for no value."""
+    if value is None:
+        return "—"
+    text = f"{scale * value:+.1f}" if signed else f"{scale * value:.1f}"
+    return text if se is None else f"{text} ± {scale * se:.1f}"
+
+
+def quality_table(q: dict[str, Any]):
+    """The table of `compare_quality`'s result."""
+    table = _table(
+        f"quality of pooled scoring: {q['items']} test items per world, ρ = {100 * q['ratio']:g} % "
+        f"(± standard error; Δ: paired difference to cacovid on the same items)",
+        ["world", "method", "n", "acc %", "recall %", "Δ acc points", "Δ recall points"],
+        left=2,
+    )
+    for r in q["rows"]:
+        table.add_row(
+            r["world"],
+            r["method"],
+            str(r["n"]),
+            _pm(r["accuracy"], r["accuracy_se"]),
+            _pm(r["evidence_recall"], r["evidence_recall_se"]),
+            _pm(r["accuracy_diff"], r["accuracy_diff_se"], signed=True),
+            _pm(r["recall_diff"], r["recall_diff_se"], signed=True),
+        )
+    return table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -610,7 +824,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--side", type=int, default=14, help="tokens per frame side at 7B shape (14 → 196)")
     ap.add_argument("--ratio", type=float, default=0.25, help="retention of the 7B-shape parts")
-    ap.add_argument("--pool", type=int, default=2, help="side k of the k x k cells the pooled policy scores")
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help=f"side k of the k x k cells pooled CaCoVID's layer reads (default {DEFAULT_POOL}, or "
+        "--pooled-policy's own)",
+    )
+    ap.add_argument(
+        "--pooled-policy",
+        default=None,
+        help="a policy trained pooled (a policy folder of `cacovid train --pool-size K`) to run as pooled "
+        "CaCoVID instead of the shipped policy rerun at --pool (at 7B shape: its pool size and terms)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds at 7B shape")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds (7B) / runs (toy) first")
     ap.add_argument(

@@ -1,7 +1,7 @@
-"""Tests of bench/overhead.py and its prototype pooled policy (bench/benchutil/pooled_policy.py): the
-pooled prompt is the cell means at the right places, pooling by 1 reproduces the policy exactly, and
-the benchmark's quick run gives every row it should with sane relations (never a wall-clock
-threshold)."""
+"""Tests of bench/overhead.py: pooled CaCoVID is the library's pool option (the shipped policy rerun
+pooled, or a policy trained pooled), the quality part pairs its items, and the benchmark's quick run
+gives every row it should with sane relations (never a wall-clock threshold). The pool option itself is
+tested in tests/test_policy_pooling.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from cacovid.policy import CaCoVIDPolicy, CaCoVIDSelector
 from cacovid.selectors.registry import available_selectors
-from cacovid.types import EncodedPrompt, token_budget
+from cacovid.types import token_budget
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WORLD = "frames=6"
@@ -27,82 +27,61 @@ def _bench(name: str):
     return importlib.import_module(name)
 
 
-def _prompt(T: int = 2, H: int = 3, W: int = 3, D: int = 4, mrope: bool = False) -> EncodedPrompt:
-    prefix, suffix = 2, 3
-    L = prefix + T * H * W + suffix
-    embeds = torch.arange(L * D, dtype=torch.float32).reshape(L, D)
-    pos = torch.arange(L) * 10
-    return EncodedPrompt(
-        inputs_embeds=embeds,
-        position_ids=torch.stack([pos, pos + 1, pos + 2]) if mrope else pos,
-        attention_mask=torch.ones(L, dtype=torch.long),
-        video_positions=torch.arange(prefix, prefix + T * H * W),
-        video_grid=(T, H, W),
-        input_ids=torch.arange(L),
-    )
+def _pooled_policy(adapter, folder: Path, k: int = 2, **fields) -> Path:
+    """A policy saved at pool size k for `adapter`, with selection settings beside it."""
+    from cacovid.policy.settings import write_selection
+
+    CaCoVIDPolicy.from_host(adapter, pool_size=k, **fields).save_pretrained(folder)
+    write_selection(folder, {"alpha": 0.25, "fill": "score"}, note="test")
+    return folder
 
 
-@pytest.mark.parametrize("mrope", [False, True])
-def test_pool_prompt_is_the_cell_means_at_the_first_members_place(mrope):
-    mod = _bench("benchutil.pooled_policy")
-    prompt = _prompt(mrope=mrope)
-    pooled, members = mod.pool_prompt(prompt, 2)
-    assert pooled.video_grid == (2, 2, 2)  # 3 x 3 frames: cells of 4, 2, 2 and 1 tokens
-    assert pooled.inputs_embeds.shape == (2 + 8 + 3, 4)
-    # Frame 0, grid (h, w) → sequence position 2 + 3h + w; its cells and their first members:
-    assert members.tolist()[:9] == [0, 0, 1, 0, 0, 1, 2, 2, 3]
-    assert members.tolist()[9:] == [m + 4 for m in members.tolist()[:9]]
-    video = prompt.inputs_embeds[prompt.video_positions]
-    for cell in range(8):
-        want = video[members == cell].mean(dim=0)
-        assert torch.equal(pooled.inputs_embeds[pooled.video_positions[cell]], want)
-    firsts = [0, 2, 6, 8, 9, 11, 15, 17]  # index of each cell's first member among the video tokens
-    original = prompt.position_ids[..., prompt.video_positions[firsts]]
-    assert torch.equal(pooled.position_ids[..., pooled.video_positions], original)
-    assert pooled.video_positions.tolist() == list(range(2, 10))
-    text = torch.cat([torch.arange(2), torch.arange(20, 23)])
-    assert torch.equal(pooled.inputs_embeds[[0, 1, 10, 11, 12]], prompt.inputs_embeds[text])
-    assert torch.equal(pooled.input_ids[[0, 1, 10, 11, 12]], text)
-    same, ident = mod.pool_prompt(prompt, 1)
-    assert torch.equal(same.inputs_embeds, prompt.inputs_embeds) and torch.equal(ident, torch.arange(18))
-    with pytest.raises(ValueError, match="pool size"):
-        mod.cell_index(3, 3, 0)
-
-
-@pytest.mark.parametrize("host", ["llava_llm", "qwen2_vl_llm"])
-def test_pooled_selector_by_one_is_the_policy_and_by_two_broadcasts(request, host):
-    mod = _bench("benchutil.pooled_policy")
-    adapter = request.getfixturevalue(host)
-    item = _bench("benchutil").synthetic_items(1, WORLD)[0]
-    prompt = adapter.encode_item(item)
-    policy = CaCoVIDPolicy.from_host(adapter, init_scale=1.0, question_match_dim=8, context_width=4)
-    with torch.no_grad():  # fresh terms start at zero: give them weight so they change the scores
-        policy.question_match.key.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
-        policy.context.out.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+def test_pooled_cacovid_is_the_library_option(llava_llm, tmp_path):
+    mod = _bench("overhead")
+    policy = CaCoVIDPolicy.from_host(llava_llm, question_match_dim=8)
     base = CaCoVIDSelector(policy, alpha=0.75, fill="score")
-    want = base.select(prompt, 0.25).keep
-    for terms in (False, True):
-        same = mod.PooledCaCoVIDSelector(base, 1, full_resolution_terms=terms)
-        assert torch.equal(same.select(prompt, 0.25).keep, want)
-    pooled = mod.PooledCaCoVIDSelector(base, 2)
-    assert pooled.name == "cacovid-pool2"
-    scores, frames = pooled.scores(prompt)
-    _, members = mod.pool_prompt(prompt, 2)
-    assert scores.shape == (prompt.num_video_tokens,) and frames.shape == (prompt.num_frames,)
-    for cell in members.unique()[:10]:
-        assert scores[members == cell].unique().numel() == 1  # one score per cell
-    fine, _ = mod.PooledCaCoVIDSelector(base, 2, full_resolution_terms=True).scores(prompt)
-    assert not torch.equal(fine, scores)  # the full-grid terms tell the members apart
-    sel = pooled.select(prompt, 0.1)
-    assert int(sel.keep.sum()) == token_budget(prompt.num_video_tokens, 0.1) and sel.compression_ms > 0
-    with pytest.raises(ValueError, match="pool size"):
-        mod.PooledCaCoVIDSelector(base, 0)
-    with pytest.raises(ValueError, match="CaCoVIDSelector"):
-        mod.PooledCaCoVIDSelector(policy, 2)
+    method = mod.pooled_method(llava_llm, base, pool=2, pooled_policy=None)
+    assert method.name == "cacovid-pool2" and isinstance(method.selector, CaCoVIDSelector)
+    assert method.selector.policy.config.pool_size == 2 and policy.config.pool_size == 1
+    assert (method.selector.alpha, method.selector.cap, method.selector.fill) == (0.75, None, "score")
+    for a, b in zip(method.selector.policy.parameters(), policy.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same weights, only pooled
+    folder = _pooled_policy(llava_llm, tmp_path / "pooled", context_width=0)
+    trained = mod.pooled_method(llava_llm, base, pool=2, pooled_policy=str(folder))
+    assert trained.name == "cacovid-pool2-trained"
+    assert trained.selector.policy.config.pool_size == 2
+    assert (trained.selector.alpha, trained.selector.fill) == (0.25, "score")  # its own selection.json
+    # The analytic cost: the layer and heads on the pooled sequence, the terms on the full grid.
+    prompt = llava_llm.encode_item(_bench("benchutil").synthetic_items(1, WORLD)[0])
+    config = policy.config.text_config
+    full, pooled = (
+        mod.selector_flops(base, config, prompt),
+        mod.selector_flops(method.selector, config, prompt),
+    )
+    assert mod.term_flops(policy, prompt) < pooled < full
+
+
+def test_overhead_takes_a_policy_trained_pooled(llava_llm, tmp_path):
+    mod = _bench("overhead")
+    folder = _pooled_policy(llava_llm, tmp_path / "pooled", k=3, question_match_dim=4, novelty_weight=1.0)
+    result = mod.main(["--quick", "--parts", "7b", "--no-full-model", "--pooled-policy", str(folder)])
+    assert result["pool"] == 3 and result["pooled_policy"] == str(folder)
+    b = result["7b"]
+    assert [r["method"] for r in b["selectors"]] == ["cacovid", "cacovid-pool3-trained"]
+    assert b["pooled_policy_terms"] == {"question_match_dim": 4, "context_width": 0, "novelty_weight": 1.0}
+    assert b["shape"]["pooled_length"] == 62 + 2 * 4  # 4 x 4 frames → 2 x 2 cells of 3 x 3 (and less)
+    assert b["selectors"][1]["gflops"] < b["selectors"][0]["gflops"]
+    with pytest.raises(SystemExit, match="pool size 3"):
+        mod.main(["--quick", "--parts", "7b", "--pooled-policy", str(folder), "--pool", "2"])
+    CaCoVIDPolicy.from_host(llava_llm).save_pretrained(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="pool size 1"):
+        mod.main(["--quick", "--parts", "7b", "--pooled-policy", str(tmp_path / "plain")])
+    with pytest.raises(SystemExit, match="not a saved policy"):
+        mod.main(["--quick", "--parts", "7b", "--pooled-policy", str(tmp_path / "missing")])
 
 
 def test_quality_rows_pair_the_items():
-    mod = _bench("benchutil.pooled_policy")
+    mod = _bench("overhead")
 
     def row(method, item, correct, recall):
         return {
@@ -137,21 +116,22 @@ def test_overhead_quick_7b_and_full_model(capsys, tmp_path):
     assert (s["frames"], s["tokens_per_frame"], s["layers"]) == (2, 16, 28)
     assert s["length"] == 62 + 32 and s["kept_length"] == 62 + token_budget(32, 0.25)
     assert s["pooled_length"] == 62 + 2 * 4  # 4 x 4 frames → 2 x 2 cells
-    names = ["cacovid", "cacovid-pool2", "cacovid-pool2+terms"]  # the decoys policy has per-token terms
+    names = ["cacovid", "cacovid-pool2"]
     assert [r["method"] for r in b["selectors"]] == names
     shipped = json.loads((BENCH.parent / "src/cacovid/policy/shipped/toy-decoys/config.json").read_text())
     assert b["policy_terms"] == {
         k: shipped[k] for k in ("question_match_dim", "context_width", "novelty_weight")
     }
-    ours, pooled, fine = b["selectors"]
+    assert b["pooled_policy_terms"] == b["policy_terms"] and result["pooled_policy"] is None
+    ours, pooled = b["selectors"]
     assert b["layer_full_ms"] > 0 and b["layer_kept_ms"] > 0
     assert b["prefill_full_ms_estimate"] == pytest.approx(28 * b["layer_full_ms"])
     # The policy is one bidirectional layer plus heads: more than one causal layer, far less than 28.
     one_layer = layer_flops(_bench("benchutil.shapes").text_config(quick=True), s["length"], causal=True)
     assert 100 * one_layer / (1e9 * b["prefill_full_gflops"]) < ours["pct_of_prefill_analytic"] < 50
-    assert pooled["gflops"] < fine["gflops"] < ours["gflops"] < b["prefill_full_gflops"]
+    assert pooled["gflops"] < ours["gflops"] < b["prefill_full_gflops"]
     assert b["prefill_kept_gflops"] < b["prefill_full_gflops"]
-    for r in (ours, pooled, fine):
+    for r in (ours, pooled):
         assert r["select_ms"] > 0 and r["pct_of_prefill_measured"] > 0
         # Counting the selection can only lower the speed-up below dropping the tokens alone.
         assert 0 < r["speedup_with_selection_analytic"] < b["prefill_speedup_analytic"]
@@ -175,7 +155,7 @@ def test_overhead_quick_toy_and_quality(capsys, tmp_path):
     result = mod.main(["--quick", "--parts", "toy,quality", "--work", str(tmp_path / "work")])
     t = result["toy"]
     baselines = [n for n in available_selectors() if n not in ("oracle", "fastv", "cacovid")]
-    pooled = ["cacovid-pool2", "cacovid-pool2+terms"]
+    pooled = ["cacovid-pool2"]
     assert [r["method"] for r in t["rows"]] == ["full", "cacovid", *baselines, *pooled]
     assert t["failed"] == [] and t["full_prefill_ms"] > 0
     n_video = t["rows"][0]["kept"]

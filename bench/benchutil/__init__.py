@@ -8,9 +8,7 @@ share:
 - `benchutil.shapes`: LLaVA-OneVision-7B's shape without its weights (text config, random prompt,
   random policy, random decoder layer and language model);
 - `benchutil.rl_runs`: short, identical training runs of the library's `Trainer` and their
-  aggregation (the RL benchmarks);
-- `benchutil.pooled_policy`: a prototype selector that scores pooled tokens, and its quality check
-  (the `overhead.py` benchmark); a prototype, not a library option.
+  aggregation (the RL benchmarks).
 
 Models (`--model`):
 - `toy`: the shipped, trained toy model (`cacovid/toy/weights`); the default when it is installed;
