@@ -77,7 +77,7 @@ ANCHOR = {"compression_ms": 11.2, "prefill_ms": 200.4, "speedup": 3.1, "limit": 
 THRESHOLD = 0.03  # a policy above this share of the prefill calls for a cheaper one
 QUALITY_WORLDS = "preset=decoys;preset=classic"  # each with its preset's shipped policy
 DEFAULT_POOL = 2
-# The PolicyConfig fields that shape a policy's cost: its per-token terms (and its pool size).
+# The PolicyConfig fields of a policy's per-token terms, which add to its cost beside its layer.
 TERM_FIELDS = ("question_match_dim", "context_width", "novelty_weight")
 
 
