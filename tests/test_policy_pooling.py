@@ -316,6 +316,15 @@ def test_a_pooled_policy_trains(llava_llm, tmp_path):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     assert CaCoVIDPolicy.from_pretrained(tmp_path / "policy", host=llava_llm).config.pool_size == 2
 
+    # Its checkpoint resumes only at the pool size it was trained at.
+    from cacovid.train.checkpoint import find_checkpoint, load_checkpoint
+
+    checkpoint = find_checkpoint(tmp_path)
+    assert checkpoint is not None
+    with pytest.raises(ValueError, match="pool_size 2"):
+        load_checkpoint(checkpoint, CaCoVIDPolicy.from_host(llava_llm, seed=1))
+    load_checkpoint(checkpoint, CaCoVIDPolicy.from_host(llava_llm, seed=1, pool_size=2))
+
 
 # ---- `cacovid train --pool-size` -----------------------------------------------------------------
 def test_cli_trains_a_fresh_policy_at_the_recipes_pool_size(tmp_path):

@@ -67,6 +67,12 @@ def load_checkpoint(path: Path, policy: CaCoVIDPolicy) -> tuple[dict[str, Any], 
             f"checkpoint policy in {path} has novelty_weight {saved.novelty_weight:g}, the given policy "
             f"{policy.config.novelty_weight:g} (pass --novelty-weight {saved.novelty_weight:g} to resume)"
         )
+    if saved.pool_size != policy.config.pool_size:
+        # The same weights scoring k x k cells is another policy too (docs/method.md §2).
+        raise ValueError(
+            f"checkpoint policy in {path} has pool_size {saved.pool_size}, the given policy "
+            f"{policy.config.pool_size} (pass --pool-size {saved.pool_size} to resume)"
+        )
     state_dict = load_file(str(path / "policy" / WEIGHTS_NAME))
     missing, unexpected = policy.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
