@@ -89,6 +89,12 @@ def test_the_paper_preset_is_the_paper_recipe_under_the_file_and_the_command_lin
     assert "choose one of answer-only, paper" in _refused("--preset", "grpo")
 
 
+def test_the_context_term_needs_the_question_match_term():
+    assert _resolved()["run"]["context_width"] == 32  # the default is the decoys recipe's policy
+    assert "give --question-match-dim > 0" in _refused("--question-match-dim", "0")
+    assert _resolved("--question-match-dim", "0", "--context-width", "0")["run"]["context_width"] == 0
+
+
 def test_the_command_line_overrides_the_file(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"lr": 3e-4, "n_items": 50, "adapt_ratio": False, "warmup_fraction": 0.2}))

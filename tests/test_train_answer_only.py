@@ -44,6 +44,7 @@ def _stripped(item):
 def test_the_recipe_trains_the_same_policy_without_evidence_annotations(tmp_path):
     run, recipe_config = resolve_options({}, read_recipe(RECIPE))
     assert run.question_match_init == "query" and recipe_config.sampler == "gumbel"
+    assert run.context_width > 0  # the context term's features come from the video, never the annotations
     config = dataclasses.replace(
         recipe_config, group_size=4, items_per_step=2, val_ratios=(), checkpoint_every=100, val_every=100
     )
@@ -54,13 +55,19 @@ def test_the_recipe_trains_the_same_policy_without_evidence_annotations(tmp_path
     weights = []
     for name, data in (("annotated", items), ("stripped", [_stripped(it) for it in items])):
         policy = CaCoVIDPolicy.from_host(
-            adapter, seed=0, question_match_dim=run.question_match_dim, question_match_init="query"
+            adapter,
+            seed=0,
+            question_match_dim=run.question_match_dim,
+            question_match_init="query",
+            context_width=run.context_width,
         )
         trainer = Trainer(adapter, policy, config, data, out_dir=tmp_path / name, progress=False)
         summary = trainer.fit()
         assert summary["finished"] and summary["steps"] >= 2
         weights.append({k: v.clone() for k, v in policy.state_dict().items()})
-    moved = CaCoVIDPolicy.from_host(adapter, seed=0, question_match_dim=48, question_match_init="query")
+    moved = CaCoVIDPolicy.from_host(
+        adapter, seed=0, question_match_dim=48, question_match_init="query", context_width=run.context_width
+    )
     start = moved.state_dict()
     assert max(float((v - start[k]).abs().max()) for k, v in weights[0].items()) > 1e-4  # it trained
     for key, value in weights[0].items():

@@ -36,7 +36,14 @@ TRAIN_PRESETS = ("answer-only", "paper")
 
 # What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no
 # question-match term) and the selection of docs/method.md §3 (or the starting policy's).
-PAPER_RUN: dict[str, Any] = {"question_match_dim": 0, "question_match_init": "zero", "val_selection": None}
+# Fresh items of a synthetic world a run trains on unless told (the decoys recipe's; each seen once).
+SYNTHETIC_TRAIN_ITEMS = 8000
+PAPER_RUN: dict[str, Any] = {
+    "question_match_dim": 0,
+    "question_match_init": "zero",
+    "context_width": 0,
+    "val_selection": None,
+}
 
 
 def preset_values(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,7 +109,7 @@ class RunOptions:
     )
     split: str = _run_knob("train", "synthetic split to train on")
     n_items: int | None = _run_knob(
-        None, "number of training items (synthetic default: 4000, each seen once with epochs 1)"
+        None, "number of training items (synthetic default: 8000, each seen once with epochs 1)"
     )
     val_data: str | None = _run_knob(None, "validation Video-R1 JSON (default: synthetic 'val' split)")
     val_items: int = _run_knob(32, "number of validation items (0: no validation)")
@@ -129,7 +136,11 @@ class RunOptions:
     question_match_init: str = _run_knob(
         "query", "a fresh question-match term's start: query (the label-free prior) or zero"
     )
-    context_width: int = _run_knob(0, "a fresh policy's cross-frame context width (PolicyConfig; 0: none)")
+    context_width: int = _run_knob(
+        32,
+        "a fresh policy's cross-frame context width (PolicyConfig.context_width; 0: none; it reads the "
+        "question-match term, so it needs question_match_dim > 0)",
+    )
     pool_size: int | None = _run_knob(
         None,
         "side k of the k x k spatial cells the policy's layer reads (PolicyConfig.pool_size: k² times "
@@ -146,6 +157,13 @@ class RunOptions:
     )
     threads: int | None = _run_knob(None, "torch CPU threads (1 is fastest for tiny models on busy CPUs)")
     progress: bool = _run_knob(True, "show progress", flags="--progress/--no-progress")
+
+    def __post_init__(self) -> None:
+        if self.init_policy is None and self.context_width and not self.question_match_dim:
+            raise ValueError(
+                f"the cross-frame context term (--context-width {self.context_width}) reads the "
+                "question-match term: give --question-match-dim > 0, or --context-width 0 for neither"
+            )
 
 
 def _kinds(hint: Any) -> tuple[Any, ...]:
@@ -437,7 +455,12 @@ def _train(options: RunOptions, config, processes, device: str) -> None:
     try:
         # Training and tuning do not key anything by item id, so a file's ids may repeat.
         source = source_from_args(
-            data, split=options.split, world=world, n=options.n_items, synthetic_n=4000, unique_ids=False
+            data,
+            split=options.split,
+            world=world,
+            n=options.n_items,
+            synthetic_n=SYNTHETIC_TRAIN_ITEMS,
+            unique_ids=False,
         )
         train_items, world_cfg = source.sequence, source.world
         if val_items <= 0:
