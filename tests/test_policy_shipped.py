@@ -93,11 +93,11 @@ def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
 # model, through the harness: question sensitivity (how much of a decoy's evidence a policy keeps when
 # asked about that decoy) and its base rate (what it keeps of the decoy when asked about the target);
 # temporal novelty, which ignores the question, has a sensitivity equal to its base rate.
-# docs/experiments.md reports 400 items (RL 0.74 vs 0.15, supervised 0.91 vs 0.15).
+# docs/experiments.md reports 400 items (RL 0.81 vs 0.21, supervised 0.91 vs 0.15).
 # Tolerance 0.1 around the measured values.
 DECOYS_ITEMS = 16
 DECOYS_POLICIES = {
-    "toy-decoys": (0.76, 0.15),
+    "toy-decoys": (0.83, 0.18),
     "toy-decoys-supervised": (0.93, 0.13),
 }
 
@@ -119,5 +119,5 @@ def test_the_decoys_policy_says_how_it_was_made():
     record = json.loads((SHIPPED.parent / "toy-decoys" / "training.json").read_text())
     assert record["recipe"] == "recipes/toy/cacovid-decoys/rl.yaml"
     assert (Path(__file__).resolve().parents[1] / record["recipe"]).is_file()
-    assert "no evidence annotations" in record["how"] and "--by accuracy" in record["how"]
+    assert "no evidence annotations" in record["how"]
     assert record["host_forwards"]["rollouts"] > 0 and record["wall_minutes"]["total"] > 0
