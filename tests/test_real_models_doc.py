@@ -115,13 +115,25 @@ def test_every_command_of_the_page_runs(workspace):
             assert 0.0 <= scores["accuracy,none"] <= 1.0
         else:
             raise AssertionError(f"docs/real-models.md: no test runs {command!r}")
-    assert ran == ["pip", "filter", "train", "tune-selection", "eval", "report", "lmms_eval", "lmms_eval"]
+    assert ran == [
+        "pip",
+        "filter",
+        "train",
+        "tune-selection",
+        "train",  # the same with pooled scoring
+        "eval",
+        "report",
+        "lmms_eval",
+        "lmms_eval",
+    ]
 
     filtered = workspace / "data" / "video-r1" / "train.blind-filtered.json"
     summary = json.loads(filtered.with_name("train.blind-filtered.summary.json").read_text())
     assert summary["kept"] == len(json.loads(filtered.read_text())) > 0
     policy = workspace / "runs" / "llava-ov-7b" / "cacovid" / "policy"
     assert (policy / "model.safetensors").is_file() and (policy / "selection.json").is_file()
+    pooled = json.loads((policy.parents[1] / "cacovid-pool2" / "policy" / "config.json").read_text())
+    assert pooled["pool_size"] == 2 and json.loads((policy / "config.json").read_text())["pool_size"] == 1
     rows = json.loads((workspace / "runs" / "llava-ov-7b" / "eval" / "summary.json").read_text())["rows"]
     assert {r["method"] for r in rows} >= {"full", "blind", "cacovid", "divprune", "vidcom2", "uniform"}
     report = (workspace / "runs" / "llava-ov-7b" / "eval" / "report.md").read_text()
