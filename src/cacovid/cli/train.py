@@ -34,10 +34,11 @@ RECIPE_NOTES = ("description",)
 TRAIN_PRESETS = ("answer-only", "paper")
 
 
-# What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no
-# question-match term) and the selection of docs/method.md §3 (or the starting policy's).
 # Fresh items of a synthetic world a run trains on unless told (the decoys recipe's; each seen once).
 SYNTHETIC_TRAIN_ITEMS = 8000
+
+# What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no
+# question-match or context term) and the selection of docs/method.md §3 (or the starting policy's).
 PAPER_RUN: dict[str, Any] = {
     "question_match_dim": 0,
     "question_match_init": "zero",
