@@ -101,7 +101,8 @@ def test_pool_prompt_is_the_cell_means_at_the_first_members_place(mrope):
     video = prompt.inputs_embeds[prompt.video_positions]
     for cell in range(8):
         want = video[members == cell].mean(dim=0)
-        assert torch.equal(pooled.inputs_embeds[pooled.video_positions[cell]], want)
+        # The library sums with index_add_, the reference with mean(): equal up to rounding only.
+        torch.testing.assert_close(pooled.inputs_embeds[pooled.video_positions[cell]], want)
     firsts = _first_members_by_hand(2, 3, 3, 2)
     assert firsts == [0, 2, 6, 8, 9, 11, 15, 17]
     original = prompt.position_ids[..., prompt.video_positions[firsts]]
