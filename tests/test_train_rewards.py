@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,36 @@ def test_logodds_reward_is_the_correct_options_log_odds(video_llm):
             rows,
             QAItem(id="n", problem="?", options=[], solution="3", problem_type="numerical", frames=frames),
         )
+
+
+def test_logodds_contrast_charges_for_what_answers_the_other_question(video_llm):
+    frames = np.random.default_rng(2).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
+    other = QAItem(
+        id="o", problem="which shape ?", options=["ball", "box", "cone", "star"], solution="B", frames=frames
+    )
+    item = QAItem(
+        id="c",
+        problem="what color ?",
+        options=["red", "blue", "green"],
+        solution="C",
+        frames=frames,
+        counterfactual=other,
+    )
+    p = video_llm.encode_item(item)
+    masks = torch.zeros(3, p.num_video_tokens, dtype=torch.bool)
+    masks[0, :5], masks[1, -5:], masks[2, 3:9] = True, True, True
+    rows = [(p, m, None) for m in masks]
+    own = REWARDS["logodds"].fn(video_llm, rows, item)
+    q = video_llm.encode_item(other)
+    lift = REWARDS["logodds"].fn(video_llm, [(q, m, None) for m in masks], other)
+    got = REWARDS["logodds_contrast"].fn(video_llm, rows, item)
+    # the item's own log-odds, minus the other question's log-odds above chance (log 1/3, four options)
+    assert torch.allclose(got.double(), (own - lift).double() + np.log(1 / 3), atol=1e-5)
+    assert not torch.allclose(got, own, atol=1e-3)  # the other question did count
+    alone = dataclasses.replace(item, counterfactual=None)
+    assert torch.allclose(REWARDS["logodds_contrast"].fn(video_llm, rows, alone), own, atol=1e-6)
+    short = dataclasses.replace(
+        item, counterfactual=dataclasses.replace(other, frames=frames[:2])
+    )
+    with pytest.raises(ValueError, match="same video"):
+        REWARDS["logodds_contrast"].fn(video_llm, rows, short)

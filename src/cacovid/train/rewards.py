@@ -7,7 +7,10 @@ iteration in **one** batched adapter call. `REWARDS` holds them by name (`TrainC
 - "dense" skips generation: one teacher-forced pass gives the log-likelihood of every candidate
   answer, and the reward is the probability of the correct one;
 - "logodds" is the same pass read as the log-odds of the correct option against the others, which
-  keeps separating rollouts when p(correct) is near 1 or 0, where the probability saturates.
+  keeps separating rollouts when p(correct) is near 1 or 0, where the probability saturates;
+- "logodds_contrast" is "logodds" minus how far the same kept tokens lift the answer to another
+  question about the same video (`QAItem.counterfactual`) above chance: it pays for keeping what
+  answers *this* question and charges for keeping what answers another one.
 Each entry also says how its reward reads as a probability of answering correctly (`Reward.success`),
 which the adaptive training retention follows. `TrainConfig.reward` may instead name any function
 `pkg.mod:fn` with the (adapter, rows, item) signature of `RolloutReward`.
@@ -16,6 +19,7 @@ which the adaptive training retention follows. `TrainConfig.reward` may instead 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +37,7 @@ __all__ = [
     "Reward",
     "RolloutReward",
     "dense_reward",
+    "logodds_contrast_reward",
     "logodds_reward",
     "reward_names",
     "rollout_reward",
@@ -98,6 +103,37 @@ def logodds_reward(
     return (lp[:, c] - torch.logsumexp(others, dim=1)).clamp(-LOGODDS_CLAMP, LOGODDS_CLAMP)
 
 
+def logodds_contrast_reward(
+    adapter: VideoLLM, rows: Sequence[Row], item: QAItem, max_new_tokens: int = 4
+) -> torch.Tensor:
+    """(G,) `logodds_reward` of the item minus the counterfactual question's log-odds lift above
+    chance, each rollout's keep mask applied to the counterfactual prompt (two teacher-forced passes).
+
+    Why: the answer alone does not charge for keeping objects the question does not ask about; where
+    they do not mislead the model, answer-only RL keeps more of them the longer it trains. Another
+    question about the same video, with its answer, names what a selection for *this* question
+    should leave out, and reading it needs no evidence annotation. Chance log-odds, log 1/(n−1) for
+    n options, is subtracted so that a selection that tells nothing about the other question costs
+    nothing and σ(reward) stays the probability of answering the item's own question.
+    Items without a counterfactual question get the plain log-odds reward.
+    """
+    own = logodds_reward(adapter, rows, item)
+    other = item.counterfactual
+    if other is None:
+        return own
+    if other.problem_type != "multiple choice" or len(other.options) < 2:
+        raise ValueError(f"item {item.id}: the counterfactual question must be multiple choice")
+    prompt = adapter.encode_item(other)
+    if rows and prompt.num_video_tokens != rows[0][1].numel():
+        raise ValueError(
+            f"item {item.id}: the counterfactual prompt has {prompt.num_video_tokens} video "
+            f"tokens, the item's keep masks {rows[0][1].numel()}; it must show the same video"
+        )
+    lift = logodds_reward(adapter, [(prompt, keep, extra) for _, keep, extra in rows], other)
+    chance = -math.log(len(other.options) - 1)
+    return own - (lift - chance)
+
+
 def _generated(fn: TextReward) -> Callable[..., torch.Tensor]:
     """A table entry for a text reward: generates `max_new_tokens` per rollout, then scores the text."""
 
@@ -127,6 +163,7 @@ REWARDS: dict[str, Reward] = {
     **{name: Reward(_generated(fn)) for name, fn in TEXT_REWARDS.items()},
     "dense": Reward(dense_reward),
     "logodds": Reward(logodds_reward, success=torch.sigmoid),
+    "logodds_contrast": Reward(logodds_contrast_reward, success=torch.sigmoid),
 }
 
 
