@@ -90,7 +90,7 @@ def test_demo_retrain_on_the_decoys_world_trains_the_shipped_kind_of_policy_from
     recipe = json.loads((tmp_path / "policy-training" / "train_config.json").read_text())
     assert (recipe["sampler"], recipe["reward"], recipe["advantage"]) == (
         "gumbel",
-        "logodds",
+        "logodds_contrast",
         "leave_one_out",
     )
     # how far it got against the shipped policy, on the same items

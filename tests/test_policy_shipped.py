@@ -93,11 +93,11 @@ def test_headline_figures_on_a_fixed_sample_of_the_demo(tmp_path):
 # model, through the harness: question sensitivity (how much of a decoy's evidence a policy keeps when
 # asked about that decoy) and its base rate (what it keeps of the decoy when asked about the target);
 # temporal novelty, which ignores the question, has a sensitivity equal to its base rate.
-# docs/experiments.md reports 400 items (RL 0.77 vs 0.29, supervised 0.91 vs 0.15).
+# docs/experiments.md reports 400 items (RL 0.80 vs 0.14, supervised 0.91 vs 0.15).
 # Tolerance 0.1 around the measured values.
 DECOYS_ITEMS = 16
 DECOYS_POLICIES = {
-    "toy-decoys": (0.79, 0.29),
+    "toy-decoys": (0.78, 0.09),
     "toy-decoys-supervised": (0.93, 0.13),
 }
 
@@ -125,3 +125,4 @@ def test_the_decoys_policy_says_how_it_was_made():
 
     recipe = read_recipe(Path(__file__).resolve().parents[1] / record["recipe"])
     assert record["host_forwards"]["blind_test"] == recipe["n_items"]  # the recipe's run, every item tested
+    assert record["reward"] == recipe["reward"]

@@ -207,8 +207,6 @@ def test_logodds_contrast_charges_for_what_answers_the_other_question(video_llm)
     assert not torch.allclose(got, own, atol=1e-3)  # the other question did count
     alone = dataclasses.replace(item, counterfactual=None)
     assert torch.allclose(REWARDS["logodds_contrast"].fn(video_llm, rows, alone), own, atol=1e-6)
-    short = dataclasses.replace(
-        item, counterfactual=dataclasses.replace(other, frames=frames[:2])
-    )
+    short = dataclasses.replace(item, counterfactual=dataclasses.replace(other, frames=frames[:2]))
     with pytest.raises(ValueError, match="same video"):
         REWARDS["logodds_contrast"].fn(video_llm, rows, short)

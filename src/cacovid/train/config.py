@@ -37,9 +37,10 @@ class TrainConfig:
 
     The defaults are the answer-only recipe that learns on the decoys world (recipes/toy/cacovid-decoys/
     rl.yaml, docs/experiments.md): global Gumbel-top-K rollouts with their exact log-probability, the
-    log-odds reward, leave-one-out baselines, r steered by the answer's lift above chance, one
-    iteration per item and 8 items per step. `TrainConfig.paper()` gives the paper's recipe of
-    docs/method.md §4 instead (three-mode sampler, accuracy reward, group-normalised advantages, I = 5).
+    log-odds reward charged for what answers another question about the video, leave-one-out
+    baselines, r steered by the answer's lift above chance, one iteration per item and 8 items per
+    step. `TrainConfig.paper()` gives the paper's recipe of docs/method.md §4 instead (three-mode
+    sampler, accuracy reward, group-normalised advantages, I = 5).
     """
 
     # ---- rollouts ------------------------------------------------------------------------------
@@ -74,7 +75,9 @@ class TrainConfig:
     frame_cap: float = knob(4.0, "frame-mode probabilities at most cap × uniform")
     dpc_neighbors: int = knob(4, "k of the density-peak kNN density (frame and content modes)")
     # ---- reward and advantages -------------------------------------------------------------------
-    reward: str = knob("logodds", "rollout reward, a name of `cacovid.train.rewards.REWARDS` or pkg.mod:fn")
+    reward: str = knob(
+        "logodds_contrast", "rollout reward, a name of `cacovid.train.rewards.REWARDS` or pkg.mod:fn"
+    )
     max_new_tokens: int = knob(4, "tokens generated per answer (rewards that read generated text)")
     advantage: str = knob(
         "leave_one_out", "advantage estimator, a name of `cacovid.train.objective.ADVANTAGES`"
