@@ -114,8 +114,9 @@ def logodds_contrast_reward(
     question about the same video, with its answer, names what a selection for *this* question
     should leave out, and reading it needs no evidence annotation. Chance log-odds, log 1/(n−1) for
     n options, is subtracted so that a selection that tells nothing about the other question costs
-    nothing and σ(reward) stays the probability of answering the item's own question.
-    Items without a counterfactual question get the plain log-odds reward.
+    nothing; for such a selection σ(reward) is the probability of answering the item's own question,
+    which the retention control reads. Items without a counterfactual question get the plain
+    log-odds reward.
     """
     own = logodds_reward(adapter, rows, item)
     other = item.counterfactual
