@@ -115,8 +115,11 @@ def logodds_contrast_reward(
     should leave out, and reading it needs no evidence annotation. Chance log-odds, log 1/(n−1) for
     n options, is subtracted so that a selection that tells nothing about the other question costs
     nothing; for such a selection σ(reward) is the probability of answering the item's own question,
-    which the retention control reads. Items without a counterfactual question get the plain
-    log-odds reward.
+    which the retention control reads. The lift is not clipped at chance: without the other
+    object's evidence the model is mostly below chance on its question, and keeping part of that
+    evidence moves it towards chance; charging only above chance let the other objects back in
+    (docs/experiments.md, "Charging for what answers another question"). Items without a
+    counterfactual question get the plain log-odds reward.
     """
     own = logodds_reward(adapter, rows, item)
     other = item.counterfactual
