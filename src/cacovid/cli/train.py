@@ -36,8 +36,7 @@ TRAIN_PRESETS = ("answer-only", "paper")
 
 # Fresh items of a synthetic world a run trains on unless told, each seen once: half the decoys
 # recipe's 16 000, which it trains on two processes, so one process takes about as long and learns
-# (docs/experiments.md: the 8 000-item run of the recipe with the log-odds reward alone took 27.7 min
-# on a 2-core x86 CPU; the contrast reward's second pass makes training about 1.26× as long).
+# (`cacovid train --out DIR` with every default: 25.0 min on a 2-core x86 CPU, blind test included).
 SYNTHETIC_TRAIN_ITEMS = 8000
 
 # What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no
