@@ -210,3 +210,37 @@ def test_logodds_contrast_charges_for_what_answers_the_other_question(video_llm)
     short = dataclasses.replace(item, counterfactual=dataclasses.replace(other, frames=frames[:2]))
     with pytest.raises(ValueError, match="same video"):
         REWARDS["logodds_contrast"].fn(video_llm, rows, short)
+
+
+def test_logodds_contrast_reuses_the_video_features_only_for_the_same_video(video_llm, monkeypatch):
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
+    other = QAItem(
+        id="o", problem="which shape ?", options=["ball", "box"], solution="A", frames=frames.copy()
+    )
+    item = QAItem(
+        id="c",
+        problem="what color ?",
+        options=["red", "blue"],
+        solution="B",
+        frames=frames,
+        counterfactual=other,
+    )
+    p = video_llm.encode_item(item)
+    masks = torch.zeros(2, p.num_video_tokens, dtype=torch.bool)
+    masks[0, :7], masks[1, 5:20] = True, True
+    rows = [(p, m, None) for m in masks]
+    expected = REWARDS["logodds_contrast"].fn(video_llm, rows, item)
+    calls = []
+    tower = video_llm._video_features
+    monkeypatch.setattr(video_llm, "_video_features", lambda *a, **k: calls.append(1) or tower(*a, **k))
+    assert torch.equal(REWARDS["logodds_contrast"].fn(video_llm, rows, item), expected)
+    assert calls == []  # equal frames (another array): the item's features were reused
+    elsewhere = dataclasses.replace(other, frames=rng.integers(0, 256, size=frames.shape, dtype=np.uint8))
+    moved = dataclasses.replace(item, counterfactual=elsewhere)
+    got = REWARDS["logodds_contrast"].fn(video_llm, rows, moved)
+    assert calls == [1]  # another video: encoded in full
+    q = video_llm.encode_item(elsewhere)
+    lift = REWARDS["logodds"].fn(video_llm, [(q, m, None) for m in masks], elsewhere)
+    own = REWARDS["logodds"].fn(video_llm, rows, item)
+    assert torch.allclose(got, own - lift, atol=1e-5)  # chance log-odds of two options is 0

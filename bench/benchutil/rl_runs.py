@@ -149,6 +149,8 @@ class CachedEncodings:
         self._cache: dict[tuple, Any] = {}
 
     def encode_item(self, item, **kwargs: Any):
+        if kwargs.get("features") is not None:  # another question over features already computed
+            return self._adapter.encode_item(item, **kwargs)
         key = (str(item.id), item.problem, tuple(sorted(kwargs.items())))
         if key not in self._cache:
             self._cache[key] = self._adapter.encode_item(item, **kwargs)

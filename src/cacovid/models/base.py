@@ -80,6 +80,11 @@ class VideoLLM(ABC):
     def hidden_size(self) -> int:
         return int(self.text_config.hidden_size)
 
+    @property
+    @abstractmethod
+    def video_token_id(self) -> int:
+        """The placeholder id the processor expands into the video's tokens."""
+
     @abstractmethod
     def language_model(self) -> nn.Module:
         """The decoder stack (has `.layers`, `.rotary_emb`, `.embed_tokens`, a `config`)."""
@@ -119,17 +124,33 @@ class VideoLLM(ABC):
         *,
         evidence: np.ndarray | None = None,
         vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
     ) -> EncodedPrompt:
         """Frames (T, H, W, 3) uint8 + question text → EncodedPrompt, through the HF processor.
 
         `evidence` (T, h, w) bool at the token grid is flattened into `evidence_mask`.
         `vision_attention=True` also stores extras["vision_attention"] (N,): mean attention each
         grid token received inside the vision tower (for VisionZip-style selection).
+        The vision tower is the dearest part of encoding a small host, and two cases do not need it:
+        `features` (`placeholder_features` of an earlier prompt over the same frames) asks another
+        question about a video already encoded; `blind=True` encodes a prompt that will keep none
+        of its video tokens (the blind test), with zeros in the grid placeholders and the separators
+        the family computes without pixels. A blind prompt refuses any keep mask that keeps a video
+        token.
         """
 
-    def encode_item(self, item: QAItem, *, vision_attention: bool = False) -> EncodedPrompt:
+    def encode_item(
+        self,
+        item: QAItem,
+        *,
+        vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
+    ) -> EncodedPrompt:
         """Encode a QA item: its frames (or up to `max_frames` frames of its video file), its prompt
-        text and its evidence grid. The item id is recorded in `meta["item_id"]`."""
+        text and its evidence grid. The item id is recorded in `meta["item_id"]`. `features` and
+        `blind` skip the vision tower (`encode`)."""
         if item.frames is not None:
             frames = item.frames
         elif item.video_path:
@@ -139,10 +160,53 @@ class VideoLLM(ABC):
         if len(frames) == 0:
             raise ValueError(f"item {item.id!r}: the video has zero frames")
         prompt = self.encode(
-            frames, item.prompt_text(), evidence=item.evidence, vision_attention=vision_attention
+            frames,
+            item.prompt_text(),
+            evidence=item.evidence,
+            vision_attention=vision_attention,
+            features=features,
+            blind=blind,
         )
         prompt.meta.setdefault("item_id", item.id)
         return prompt
+
+    def placeholder_features(self, prompt: EncodedPrompt) -> torch.Tensor:
+        """(n, D) what the vision tower wrote into `prompt`'s n video placeholders (the grid tokens,
+        and the separator LLaVA-OneVision computes with them), for `encode(..., features=...)`."""
+        if prompt.meta.get("blind"):
+            raise ValueError("a blind prompt holds no video features to reuse")
+        if prompt.input_ids is None:
+            raise ValueError("the prompt has no input_ids: its video placeholders cannot be found")
+        return prompt.inputs_embeds[prompt.input_ids == self.video_token_id]
+
+    def _given_features(
+        self, features: torch.Tensor | None, blind: bool, n_placeholders: int, vision_attention: bool
+    ) -> torch.Tensor | None:
+        """The placeholders' features when the vision tower is skipped (`encode`), else None."""
+        if features is None and not blind:
+            return None
+        if vision_attention:
+            raise ValueError(
+                "vision_attention reads the vision tower: it cannot be combined with features or blind"
+            )
+        if features is not None and blind:
+            raise ValueError("give either features or blind=True, not both")
+        D = self.input_embeddings().weight.shape[1]
+        if blind:
+            return self._blind_features(n_placeholders)
+        if not isinstance(features, torch.Tensor) or features.shape != (n_placeholders, D):
+            got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise ValueError(
+                f"features must be ({n_placeholders}, {D}) for this prompt's video placeholders, got {got}: "
+                "were they taken from a prompt over the same video (placeholder_features)?"
+            )
+        return features.to(self.device)
+
+    def _blind_features(self, n_placeholders: int) -> torch.Tensor:
+        """(n, D) placeholder features of a blind prompt: zeros (families with pixel-free separators
+        among the placeholders put them in)."""
+        weight = self.input_embeddings().weight
+        return torch.zeros(n_placeholders, weight.shape[1], dtype=weight.dtype, device=weight.device)
 
     def chat_text(self, question: str) -> str:
         """The prompt text: one user turn holding the video then the question, plus the

@@ -55,11 +55,13 @@ class LlavaOneVisionVideoLLM(VideoLLM):
         *,
         evidence: np.ndarray | None = None,
         vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
     ) -> EncodedPrompt:
         """Frames (T, H, W, 3) uint8 + question -> EncodedPrompt with T*H*W grid tokens.
 
         Runs the processor (chat template, frame resizing/normalisation, placeholder expansion), then
-        `encode_inputs` on its outputs.
+        `encode_inputs` on its outputs. `features` / `blind` skip the vision tower (`VideoLLM.encode`).
         """
         frames = as_frames(frames)
         T = frames.shape[0]
@@ -68,7 +70,9 @@ class LlavaOneVisionVideoLLM(VideoLLM):
             raise ValueError(
                 f"the processor returned {inputs['pixel_values_videos'].shape[1]} frames for {T} input frames"
             )
-        return self.encode_inputs(inputs, evidence=evidence, vision_attention=vision_attention)
+        return self.encode_inputs(
+            inputs, evidence=evidence, vision_attention=vision_attention, features=features, blind=blind
+        )
 
     @torch.no_grad()
     def encode_inputs(
@@ -78,11 +82,14 @@ class LlavaOneVisionVideoLLM(VideoLLM):
         evidence: np.ndarray | None = None,
         num_frames: int | None = None,
         vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
     ) -> EncodedPrompt:
         """The processor's outputs for one prompt with one video -> EncodedPrompt.
 
         Runs the model's own `get_video_features` and writes the features into the placeholders,
-        exactly as the model's forward would. `evidence` is (T, H, W) at the token grid.
+        exactly as the model's forward would (unless `features` / `blind` say what they hold, see
+        `VideoLLM.encode`). `evidence` is (T, H, W) at the token grid.
         """
         input_ids, pixels = one_video_inputs(inputs, "pixel_values_videos")
         if pixels.dim() != 5 or pixels.shape[0] != 1:
@@ -97,17 +104,18 @@ class LlavaOneVisionVideoLLM(VideoLLM):
         ev = ev.to(self.device) if ev is not None else None
 
         attn_store = None
-        if vision_attention:
+        n_placeholders = int((input_ids == self.video_token_id).sum())
+        feats = self._given_features(features, blind, n_placeholders, vision_attention)
+        if feats is None and vision_attention:
             vt = self.model.model.vision_tower
             with eager_attention(vt), capture_output(self._feature_attention_module(), 1) as got:
                 feats = self._video_features(pixels)
             attn_store = got[-1]
-        else:
+        elif feats is None:
             feats = self._video_features(pixels)  # (T*H*W + 1, D), newline last
 
         embeds = self.input_embeddings()(input_ids)
         video_mask = input_ids == self.video_token_id
-        n_placeholders = int(video_mask.sum())
         if n_placeholders != feats.shape[0]:
             raise ValueError(
                 f"prompt holds {n_placeholders} video placeholders but the vision tower gave "
@@ -120,6 +128,9 @@ class LlavaOneVisionVideoLLM(VideoLLM):
         extras = {}
         if attn_store is not None:
             extras["vision_attention"] = self._pool_attention(attn_store, T)
+        meta = {"family": self.family, "num_frames": T, "newline_position": int(placeholder_pos[-1])}
+        if blind:
+            meta["blind"] = True
         return EncodedPrompt(
             inputs_embeds=embeds,
             position_ids=torch.arange(L, device=self.device),
@@ -129,7 +140,7 @@ class LlavaOneVisionVideoLLM(VideoLLM):
             input_ids=input_ids,
             evidence_mask=ev,
             extras=extras,
-            meta={"family": self.family, "num_frames": T, "newline_position": int(placeholder_pos[-1])},
+            meta=meta,
         )
 
     def _video_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -141,6 +152,13 @@ class LlavaOneVisionVideoLLM(VideoLLM):
             return_dict=True,
         )
         return out.pooler_output.flatten(0, 1)
+
+    def _blind_features(self, n_placeholders: int) -> torch.Tensor:
+        """Zeros for the grid, then the learned `image_newline` that closes the video block (it does
+        not depend on the pixels, and a blind prompt keeps it like any separator)."""
+        grid = super()._blind_features(n_placeholders - 1)
+        newline = self.model.model.image_newline.detach().to(grid.device, grid.dtype)
+        return torch.cat((grid, newline[None]), dim=0)
 
     def _feature_attention_module(self) -> nn.Module:
         """The attention module of the vision layer whose output the projector reads (the last

@@ -55,6 +55,11 @@ def check_row(
     if keep.dim() != 1:
         raise ValueError(f"a row's keep mask must be 1-D (N,), got shape {tuple(keep.shape)}")
     keep = prompt.check_keep(keep)[0]
+    if prompt.meta.get("blind") and bool(keep.any()):
+        raise ValueError(
+            "a blind prompt (encoded without its video features) can only be answered with every "
+            "video token dropped"
+        )
     if embeds is not None:
         if not isinstance(embeds, torch.Tensor):
             raise ValueError(f"replacement embeds must be a torch.Tensor, got {type(embeds).__name__}")

@@ -63,17 +63,25 @@ class Qwen2VLVideoLLM(VideoLLM):
         *,
         evidence: np.ndarray | None = None,
         vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
     ) -> EncodedPrompt:
         """Frames (F, H, W, 3) uint8 + question -> EncodedPrompt over the merged (T, H', W') grid.
 
         Runs the processor (chat template, resizing, patchifying, placeholder expansion,
-        `mm_token_type_ids`), then `encode_inputs` on its outputs.
+        `mm_token_type_ids`), then `encode_inputs` on its outputs. `features` / `blind` skip the
+        vision tower (`VideoLLM.encode`).
         """
         frames = as_frames(frames)
         inputs = self.processor(text=self.chat_text(question), videos=[frames], return_tensors="pt")
         self._set_frame_rate(inputs)
         return self.encode_inputs(
-            inputs, evidence=evidence, num_frames=frames.shape[0], vision_attention=vision_attention
+            inputs,
+            evidence=evidence,
+            num_frames=frames.shape[0],
+            vision_attention=vision_attention,
+            features=features,
+            blind=blind,
         )
 
     @torch.no_grad()
@@ -84,11 +92,14 @@ class Qwen2VLVideoLLM(VideoLLM):
         evidence: np.ndarray | None = None,
         num_frames: int | None = None,
         vision_attention: bool = False,
+        features: torch.Tensor | None = None,
+        blind: bool = False,
     ) -> EncodedPrompt:
         """The processor's outputs for one prompt with one video -> EncodedPrompt.
 
         Runs the model's own `get_video_features` and `get_rope_index` (its 3-D M-RoPE ids), exactly
-        as the model's forward would. `num_frames` is the number of input frames F (default: the
+        as the model's forward would (unless `features` / `blind` say what the placeholders hold,
+        see `VideoLLM.encode`). `num_frames` is the number of input frames F (default: the
         merged grid's T times the temporal patch); `evidence` is (F, H', W').
         """
         ids, pixels = one_video_inputs(inputs, "pixel_values_videos")
@@ -112,11 +123,13 @@ class Qwen2VLVideoLLM(VideoLLM):
         pixels = pixels.to(self.device, self.dtype)
 
         block_inputs = None
-        if vision_attention:
+        n_placeholders = int((input_ids[0] == self.video_token_id).sum())
+        feats = self._given_features(features, blind, n_placeholders, vision_attention)
+        if feats is None and vision_attention:
             with capture_inputs(self._last_vision_attention()) as got:
                 feats = self._video_features(pixels, grid_thw)
             block_inputs = got[-1]
-        else:
+        elif feats is None:
             feats = self._video_features(pixels, grid_thw)
 
         ids = input_ids[0]
@@ -136,6 +149,8 @@ class Qwen2VLVideoLLM(VideoLLM):
         meta = {"family": self.family, "num_frames": F}
         if inputs.get("second_per_grid_ts") is not None:
             meta["second_per_grid_ts"] = float(inputs["second_per_grid_ts"][0])
+        if blind:
+            meta["blind"] = True
         return EncodedPrompt(
             inputs_embeds=embeds,
             position_ids=position_ids,

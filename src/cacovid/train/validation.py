@@ -42,14 +42,15 @@ def blind_answers_correct(
     """For each item: does the frozen model answer it correctly (reward ≥ threshold) blind?
 
     "Blind" means every video token is dropped (an all-False keep mask); text and separators stay.
-    `progress(n)` is called after every batch of n items.
+    The prompts are encoded blind (`VideoLLM.encode`), without the vision tower, which would compute
+    features that are all dropped. `progress(n)` is called after every batch of n items.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out: list[bool] = []
     for idx in _chunks(len(items), batch_size):
         chunk = [items[i] for i in idx]
-        prompts = [adapter.encode_item(it) for it in chunk]
+        prompts = [adapter.encode_item(it, blind=True) for it in chunk]
         rows: list[Row] = [(p, torch.zeros(p.num_video_tokens, dtype=torch.bool), None) for p in prompts]
         texts = adapter.generate_rows(rows, max_new_tokens=max_new_tokens)
         out.extend(reward(t, it) >= threshold for t, it in zip(texts, chunk, strict=True))
