@@ -464,6 +464,29 @@ def test_question_sensitivity_of_blind_selectors_is_their_base_rate(adapter, tmp
     assert by_key[("full", 1.0)]["question_sensitivity"] is None
 
 
+def test_question_sensitivity_lends_the_counterfactual_the_items_video_features(
+    adapter, tmp_path, monkeypatch
+):
+    """The counterfactual question shows the item's video: it is encoded with the item's features
+    (one vision-tower pass per item, not two), and every figure is the one a full encoding gives."""
+    from cacovid.types import QAItem
+
+    source = synthetic_source("preset=decoys,frames=4,target_frames=2:3", "test", 3)
+    methods = build_methods(parse_methods("relevance", references=False), adapter, seed=1)
+    tower = adapter._video_features
+    calls = []
+    monkeypatch.setattr(adapter, "_video_features", lambda *a, **k: calls.append(1) or tower(*a, **k))
+    run_evaluation(adapter, source, methods, tmp_path / "lent", EvalConfig(ratios=(0.25, 0.1)))
+    assert len(calls) == 3
+    monkeypatch.setattr(QAItem, "shows_same_video", lambda self, other: False)
+    run_evaluation(adapter, source, methods, tmp_path / "full", EvalConfig(ratios=(0.25, 0.1)))
+    assert len(calls) == 3 + 6
+    keys = ("question_sensitivity", "question_base_rate", "question_jaccard", "keep", "prediction")
+    lent, full = (read_rows(tmp_path / d / "items.jsonl") for d in ("lent", "full"))
+    assert [{k: r[k] for k in keys} for r in lent] == [{k: r[k] for k in keys} for r in full]
+    assert all(r["question_sensitivity"] is not None for r in lent)
+
+
 def test_question_sensitivity_is_null_without_counterfactuals(adapter, tmp_path):
     methods = build_methods(parse_methods("random", references=False), adapter)
     summary = run_evaluation(adapter, _source(2), methods, tmp_path, EvalConfig(ratios=(0.25,)))

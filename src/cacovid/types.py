@@ -245,6 +245,17 @@ class QAItem:
             )
         return self.counterfactual
 
+    def shows_same_video(self, other: QAItem) -> bool:
+        """Do the two items provably show the same video (equal frames, or the same file)? Where
+        they do, an encoding of one can lend the other its video features
+        (`VideoLLM.placeholder_features`)."""
+        if self.frames is not None and other.frames is not None:
+            return self.frames is other.frames or (
+                self.frames.shape == other.frames.shape and bool(np.array_equal(self.frames, other.frames))
+            )
+        both_files = self.frames is None and other.frames is None and self.video_path is not None
+        return both_files and self.video_path == other.video_path
+
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(

@@ -346,8 +346,14 @@ class Harness:
         cf = pending.item.counterfactual
         wanted = any(m.kind == "select" for m, _ in pending.tasks)
         if cf is not None and wanted and self.config.question_sensitivity:
+            # The same video: lend it the item's video features (no second vision-tower pass),
+            # unless a selector reads the tower's attention, which only a full encoding records.
+            reuse = not vision_attention and pending.item.shows_same_video(cf)
+            features = self.adapter.placeholder_features(pending.prompt) if reuse else None
             try:
-                pending.counterfactual = self.adapter.encode_item(cf, vision_attention=vision_attention)
+                pending.counterfactual = self.adapter.encode_item(
+                    cf, vision_attention=vision_attention, features=features
+                )
             except Exception:  # the metric is optional; the item's own rows go on
                 pending.counterfactual = None
 

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from cacovid.scoring import LETTERS, TEXT_REWARDS, TextReward
@@ -129,7 +128,7 @@ def logodds_contrast_reward(
     if other.problem_type != "multiple choice" or len(other.options) < 2:
         raise ValueError(f"item {item.id}: the counterfactual question must be multiple choice")
     # The same video: reuse the item's vision-tower features (the dearest part of encoding).
-    features = adapter.placeholder_features(rows[0][0]) if rows and _same_frames(item, other) else None
+    features = adapter.placeholder_features(rows[0][0]) if rows and item.shows_same_video(other) else None
     prompt = adapter.encode_item(other, features=features)
     if rows and prompt.num_video_tokens != rows[0][1].numel():
         raise ValueError(
@@ -139,16 +138,6 @@ def logodds_contrast_reward(
     lift = logodds_reward(adapter, [(prompt, keep, extra) for _, keep, extra in rows], other)
     chance = -math.log(len(other.options) - 1)
     return own - (lift - chance)
-
-
-def _same_frames(item: QAItem, other: QAItem) -> bool:
-    """Do the two items provably show the same video (equal frames, or the same file)?"""
-    if item.frames is not None and other.frames is not None:
-        return item.frames is other.frames or (
-            item.frames.shape == other.frames.shape and bool(np.array_equal(item.frames, other.frames))
-        )
-    both_files = item.frames is None and other.frames is None and item.video_path is not None
-    return both_files and item.video_path == other.video_path
 
 
 def _generated(fn: TextReward) -> Callable[..., torch.Tensor]:
