@@ -126,3 +126,5 @@ def test_the_decoys_policy_says_how_it_was_made():
     recipe = read_recipe(Path(__file__).resolve().parents[1] / record["recipe"])
     assert record["host_forwards"]["blind_test"] == recipe["n_items"]  # the recipe's run, every item tested
     assert record["reward"] == recipe["reward"]
+    assert record["rollouts_per_item"] == recipe["group_size"]
+    assert record["host_forwards"]["rollouts"] % (2 * recipe["group_size"]) == 0  # two questions per rollout

@@ -36,7 +36,7 @@ TRAIN_PRESETS = ("answer-only", "paper")
 
 # Fresh items of a synthetic world a run trains on unless told, each seen once: half the decoys
 # recipe's 16 000, which it trains on two processes, so one process takes about as long and learns
-# (`cacovid train --out DIR` with every default: 25.0 min on a 2-core x86 CPU, blind test included).
+# (`cacovid train --out DIR` with every default: 19.2 min on a 2-core x86 CPU, blind test included).
 SYNTHETIC_TRAIN_ITEMS = 8000
 
 # What the paper's recipe starts from and validates with: a fresh policy of docs/method.md §2 (no

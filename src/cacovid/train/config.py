@@ -44,7 +44,7 @@ class TrainConfig:
     """
 
     # ---- rollouts ------------------------------------------------------------------------------
-    group_size: int = knob(16, "rollouts G per iteration of an item")
+    group_size: int = knob(24, "rollouts G per iteration of an item")
     sampler: str = knob("gumbel", "rollout sampler, a name of `cacovid.train.sampling.SAMPLERS`")
     iterations: int = knob(1, "iterations I per item: each draws G rollouts and takes one optimiser step")
     items_per_step: int = knob(8, "items whose gradients are summed into one optimiser step (all processes)")
