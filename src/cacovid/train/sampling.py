@@ -16,7 +16,9 @@ sampler above; "naive" is the plain alternative the method is measured against (
 every rollout draws its T·k tokens anywhere in the video, without replacement, from softmax(s) over all
 N tokens, and counts as token mode for the per-token Bernoulli surrogate (`train/objective.py`);
 "gumbel" draws the same way but keeps each rollout's draw order, whose exact Plackett–Luce
-log-probability the objective uses instead of the surrogate (docs/method.md §6).
+log-probability the objective uses instead of the surrogate (docs/method.md §6); "gumbel_set" makes
+the same draws and scores each by the probability of the set it keeps, in any order, which the
+reward depends on (half the gradient's variance at a trained policy).
 
 All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
 frames and tokens (the only loop is the water-filling, at most n_g small steps).
@@ -383,13 +385,57 @@ def draw_gumbel(
 
 def plackett_luce_log_prob(token_scores: Tensor, order: Tensor) -> Tensor:
     """(G,) log-probability of drawing `order` (G, K) token by token without replacement from
-    softmax(s) over the N tokens: Σ_t [s_{o_t} − log Σ_{i not yet drawn} exp s_i] (with gradients)."""
+    softmax(s) over the N tokens: Σ_t [s_{o_t} − log Σ_{i not yet drawn} exp s_i] (with gradients).
+
+    The tokens not yet drawn at step t are those never drawn plus o_t … o_K, so each normaliser is
+    a log-sum of two log-sums, never a difference of sums: subtracting the drawn tokens' mass from
+    the total cancels catastrophically once the scores spread (at a spread of 40 it gave positive
+    log-probabilities)."""
     z = token_scores.reshape(-1).double()
-    z = z - z.detach().max()
-    e = z.exp()
-    picked = e[order]  # (G, K)
-    drawn_before = picked.cumsum(dim=1) - picked
-    return (z[order] - (e.sum() - drawn_before).clamp_min(1e-300).log()).sum(dim=1)
+    picked = z[order]  # (G, K)
+    drawn = torch.zeros(order.shape[0], z.numel(), dtype=torch.bool, device=z.device).scatter_(1, order, True)
+    log_never = torch.logsumexp(z.unsqueeze(0).masked_fill(drawn, float("-inf")), dim=1, keepdim=True)
+    log_from_t = torch.logcumsumexp(picked.flip(1), dim=1).flip(1)  # log Σ_{u ≥ t} exp s_{o_u}
+    return (picked - torch.logaddexp(log_from_t, log_never)).sum(dim=1)
+
+
+def plackett_luce_set_log_prob(token_scores: Tensor, order: Tensor, points: int = 2048) -> Tensor:
+    """(G,) log-probability that K draws without replacement from softmax(s) over the N tokens keep
+    exactly the set of `order` (G, K), in any order (with gradients).
+
+    Why: the reward of a rollout depends on which tokens it keeps, not on the order they were drawn
+    in. The ordered probability (`plackett_luce_log_prob`) is exact too, but its gradient adds the
+    score of the order within the set, which is noise to a set-valued reward; the set's own
+    probability removes it (the Rao-Blackwellised estimator; Kool et al., ICLR 2020).
+
+    How: with w_i = exp(s_i), Gumbel-top-K keeps the K earliest of independent exponential arrival
+    times E_i ~ Exp(w_i), so P(S) = P(max_{i∈S} E_i < min_{j∉S} E_j)
+    = ∫_0^∞ e^{−x} ∏_{i∈S} (1 − e^{−r_i x}) dx, with r_i = w_i / Σ_{j∉S} w_j. That one-dimensional
+    integral is taken on a grid of `points` in y = log x spanning where the integrand lives (from
+    well below 1/max r_i to well above K), by the trapezoid rule, which converges geometrically for
+    such smooth, decaying integrands.
+    """
+    z = token_scores.reshape(-1).double()
+    G, K = order.shape
+    N = z.numel()
+    if K >= N:  # the whole video is kept whatever the draw (zero, still attached to the scores)
+        return z.sum().mul(0.0).expand(G)
+    in_set = torch.zeros(G, N, dtype=torch.bool, device=z.device).scatter_(1, order, True)
+    log_rest = torch.logsumexp(z.unsqueeze(0).masked_fill(in_set, float("-inf")), dim=1)  # (G,)
+    log_r = z[order] - log_rest.unsqueeze(1)  # (G, K)
+    with torch.no_grad():  # the grid's span, per rollout (not differentiated)
+        lo = torch.minimum(-log_r.max(dim=1).values, torch.full_like(log_rest, math.log(K))) - 12.0
+        hi = torch.maximum(-log_r.min(dim=1).values, torch.full_like(log_rest, math.log(K + 1))) + 4.0
+        t = torch.linspace(0.0, 1.0, points, dtype=z.dtype, device=z.device)
+        y = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * t  # (G, J)
+        step = (hi - lo) / (points - 1)  # (G,)
+    x = y.exp()
+    # log integrand in y (dx = x dy): y − x + Σ_i log(1 − exp(−r_i x))
+    a = (log_r.unsqueeze(2) + y.unsqueeze(1)).exp()  # (G, K, J): r_i x
+    log_f = y - x + torch.log(-torch.expm1(-a)).sum(dim=1)  # (G, J)
+    weights = torch.ones(points, dtype=z.dtype, device=z.device)
+    weights[0] = weights[-1] = 0.5  # trapezoid rule
+    return torch.logsumexp(log_f + weights.log(), dim=1) + step.log()
 
 
 DrawRollouts = Callable[
@@ -422,4 +468,5 @@ SAMPLERS: dict[str, Sampler] = {
     "modes": Sampler(draw_modes, modes=True),
     "naive": Sampler(draw_naive),
     "gumbel": Sampler(draw_gumbel, log_prob=plackett_luce_log_prob),
+    "gumbel_set": Sampler(draw_gumbel, log_prob=plackett_luce_set_log_prob),
 }
