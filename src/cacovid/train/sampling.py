@@ -16,9 +16,7 @@ sampler above; "naive" is the plain alternative the method is measured against (
 every rollout draws its T·k tokens anywhere in the video, without replacement, from softmax(s) over all
 N tokens, and counts as token mode for the per-token Bernoulli surrogate (`train/objective.py`);
 "gumbel" draws the same way but keeps each rollout's draw order, whose exact Plackett–Luce
-log-probability the objective uses instead of the surrogate (docs/method.md §6); "gumbel_set" makes
-the same draws and scores each by the probability of the set it keeps, in any order, which the
-reward depends on (half the gradient's variance at a trained policy).
+log-probability the objective uses instead of the surrogate (docs/method.md §6).
 
 All randomness comes from the caller's `torch.Generator`; everything is vectorised over rollouts,
 frames and tokens (the only loop is the water-filling, at most n_g small steps).
@@ -399,49 +397,6 @@ def plackett_luce_log_prob(token_scores: Tensor, order: Tensor) -> Tensor:
     return (picked - torch.logaddexp(log_from_t, log_never)).sum(dim=1)
 
 
-def plackett_luce_set_log_prob(token_scores: Tensor, order: Tensor) -> Tensor:
-    """(G,) log-probability that K draws without replacement from softmax(s) over the N tokens keep
-    exactly the set of `order` (G, K), in any order (with gradients).
-
-    Why: the reward of a rollout depends on which tokens it keeps, not on the order they were drawn
-    in. The ordered probability (`plackett_luce_log_prob`) is exact too, but its gradient adds the
-    score of the order within the set, which is noise to a set-valued reward; the set's own
-    probability removes it (the Rao-Blackwellised estimator; Kool et al., ICLR 2020).
-
-    How: with w_i = exp(s_i), Gumbel-top-K keeps the K earliest of independent exponential arrival
-    times E_i ~ Exp(w_i), so P(S) = P(max_{i∈S} E_i < min_{j∉S} E_j)
-    = ∫_0^∞ e^{−x} ∏_{i∈S} (1 − e^{−r_i x}) dx, with r_i = w_i / Σ_{j∉S} w_j. In y = log x the
-    integrand is smooth and decays fast at both ends: below x = min(1/max r_i, K + 1) like
-    x^(K+1), above x = K + 1 like e^(−x). The trapezoid rule on a grid spanning that range, with a
-    step of a twentieth of the narrowest peak the integrand can have (1/√(K+1) wide, when every
-    r_i is small), converges geometrically (exact to 1e-10 against the sum over orders).
-    """
-    z = token_scores.reshape(-1).double()
-    G, K = order.shape
-    N = z.numel()
-    if K >= N:  # the whole video is kept whatever the draw (zero, still attached to the scores)
-        return z.sum().mul(0.0).expand(G)
-    in_set = torch.zeros(G, N, dtype=torch.bool, device=z.device).scatter_(1, order, True)
-    log_rest = torch.logsumexp(z.unsqueeze(0).masked_fill(in_set, float("-inf")), dim=1)  # (G,)
-    log_r = z[order] - log_rest.unsqueeze(1)  # (G, K)
-    with torch.no_grad():  # the grid (not differentiated: the integral's value is)
-        peak = math.log(K + 1)
-        lo = torch.minimum(-log_r.max(dim=1).values, torch.full_like(log_rest, peak)) - 40.0 / (K + 1) - 2.0
-        hi = torch.full_like(log_rest, math.log(K + 43 + 10 * math.sqrt(K + 2)))
-        step_max = 0.5 / math.sqrt(K + 1)
-        points = int(math.ceil(float((hi - lo).max()) / step_max)) + 1
-        t = torch.linspace(0.0, 1.0, points, dtype=z.dtype, device=z.device)
-        y = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * t  # (G, J)
-        step = (hi - lo) / (points - 1)  # (G,)
-    x = y.exp()
-    # log integrand in y (dx = x dy): y − x + Σ_i log(1 − exp(−r_i x))
-    a = (log_r.unsqueeze(2) + y.unsqueeze(1)).exp()  # (G, K, J): r_i x
-    log_f = y - x + torch.log(-torch.expm1(-a)).sum(dim=1)  # (G, J)
-    weights = torch.ones(points, dtype=z.dtype, device=z.device)
-    weights[0] = weights[-1] = 0.5  # trapezoid rule
-    return torch.logsumexp(log_f + weights.log(), dim=1) + step.log()
-
-
 DrawRollouts = Callable[
     [Tensor, Tensor, Tensor, int, float, "TrainConfig", torch.Generator, "Tensor | None"], Rollouts
 ]
@@ -472,5 +427,4 @@ SAMPLERS: dict[str, Sampler] = {
     "modes": Sampler(draw_modes, modes=True),
     "naive": Sampler(draw_naive),
     "gumbel": Sampler(draw_gumbel, log_prob=plackett_luce_log_prob),
-    "gumbel_set": Sampler(draw_gumbel, log_prob=plackett_luce_set_log_prob),
 }
