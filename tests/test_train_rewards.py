@@ -17,14 +17,7 @@ from cacovid.scoring import (
     regression_reward,
     rouge_l_f,
 )
-from cacovid.train.rewards import (
-    REWARDS,
-    dense_reward,
-    item_generator,
-    random_half,
-    rollout_reward,
-    text_rollout_reward,
-)
+from cacovid.train.rewards import REWARDS, dense_reward, rollout_reward, text_rollout_reward
 from cacovid.types import QAItem
 
 OPTS = ["red", "green", "blue", "yellow"]
@@ -251,49 +244,3 @@ def test_logodds_contrast_reuses_the_video_features_only_for_the_same_video(vide
     lift = REWARDS["logodds"].fn(video_llm, [(q, m, None) for m in masks], elsewhere)
     own = REWARDS["logodds"].fn(video_llm, rows, item)
     assert torch.allclose(got, own - lift, atol=1e-5)  # chance log-odds of two options is 0
-
-
-def test_random_half_keeps_half_of_the_kept_tokens_and_follows_its_generator():
-    keep = torch.zeros(40, dtype=torch.bool)
-    keep[[1, 4, 5, 9, 17, 22, 30]] = True
-    half = random_half(keep, torch.Generator().manual_seed(0))
-    assert half.dtype == torch.bool and int(half.sum()) == 4  # ⌈7/2⌉
-    assert not (half & ~keep).any()  # only tokens the rollout kept
-    assert torch.equal(half, random_half(keep, torch.Generator().manual_seed(0)))
-    draws = {
-        tuple(random_half(keep, torch.Generator().manual_seed(s)).nonzero().flatten().tolist())
-        for s in range(20)
-    }
-    assert len(draws) > 5  # the half is drawn, not fixed
-    assert not random_half(torch.zeros(40, dtype=torch.bool), torch.Generator()).any()
-
-
-def test_logodds_redundant_reads_the_answer_from_half_and_the_charge_from_all(video_llm):
-    frames = np.random.default_rng(4).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
-    other = QAItem(
-        id="o", problem="which shape ?", options=["ball", "box", "cone", "star"], solution="B", frames=frames
-    )
-    item = QAItem(
-        id="h",
-        problem="what color ?",
-        options=["red", "blue", "green"],
-        solution="A",
-        frames=frames,
-        counterfactual=other,
-    )
-    p = video_llm.encode_item(item)
-    masks = torch.zeros(3, p.num_video_tokens, dtype=torch.bool)
-    masks[0, :12], masks[1, -12:], masks[2, 3:21] = True, True, True
-    rows = [(p, m, None) for m in masks]
-    got = REWARDS["logodds_redundant"].fn(video_llm, rows, item)
-    # the same halves, drawn again from the item's own generator
-    generator = item_generator(item, "logodds_redundant")
-    halves = [(p, random_half(m, generator), None) for m in masks]
-    own_half = REWARDS["logodds"].fn(video_llm, halves, item)
-    charge = REWARDS["logodds_contrast"].fn(video_llm, rows, item) - REWARDS["logodds"].fn(
-        video_llm, rows, item
-    )
-    assert torch.allclose(got, own_half + charge, atol=1e-5)
-    assert not torch.allclose(got, REWARDS["logodds_contrast"].fn(video_llm, rows, item), atol=1e-3)
-    assert torch.equal(got, REWARDS["logodds_redundant"].fn(video_llm, rows, item))  # deterministic
-    assert REWARDS["logodds_redundant"].success is torch.sigmoid

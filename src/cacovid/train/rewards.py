@@ -18,7 +18,6 @@ which the adaptive training retention follows. `TrainConfig.reward` may instead 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 from collections.abc import Callable, Sequence
@@ -38,11 +37,8 @@ __all__ = [
     "Reward",
     "RolloutReward",
     "dense_reward",
-    "item_generator",
     "logodds_contrast_reward",
-    "logodds_redundant_reward",
     "logodds_reward",
-    "random_half",
     "reward_names",
     "rollout_reward",
     "text_rollout_reward",
@@ -125,15 +121,10 @@ def logodds_contrast_reward(
     (docs/experiments.md, "Charging for what answers another question"). Items without a
     counterfactual question get the plain log-odds reward.
     """
-    return logodds_reward(adapter, rows, item) - _counterfactual_lift(adapter, rows, item)
-
-
-def _counterfactual_lift(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -> torch.Tensor:
-    """(G,) how far each rollout's kept tokens lift the log-odds of the item's counterfactual
-    question above chance (zeros for an item without one)."""
+    own = logodds_reward(adapter, rows, item)
     other = item.counterfactual
     if other is None:
-        return torch.zeros(len(rows))
+        return own
     if other.problem_type != "multiple choice" or len(other.options) < 2:
         raise ValueError(f"item {item.id}: the counterfactual question must be multiple choice")
     # The same video: reuse the item's vision-tower features (the dearest part of encoding).
@@ -146,42 +137,7 @@ def _counterfactual_lift(adapter: VideoLLM, rows: Sequence[Row], item: QAItem) -
         )
     lift = logodds_reward(adapter, [(prompt, keep, extra) for _, keep, extra in rows], other)
     chance = -math.log(len(other.options) - 1)
-    return lift - chance
-
-
-def random_half(keep: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A keep mask holding ⌈n/2⌉ of the n tokens `keep` holds, drawn uniformly without replacement."""
-    kept = keep.nonzero().flatten()
-    chosen = kept[torch.randperm(kept.numel(), generator=generator)[: (kept.numel() + 1) // 2]]
-    half = torch.zeros_like(keep, dtype=torch.bool)
-    half[chosen] = True
-    return half
-
-
-def item_generator(item: QAItem, salt: str) -> torch.Generator:
-    """A generator seeded by the item's id and `salt` alone, so that a reward's random choices are
-    the same in every process layout, on resume, and whichever rollouts share the call."""
-    digest = hashlib.sha256(f"{salt}:{item.id}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-
-
-def logodds_redundant_reward(
-    adapter: VideoLLM, rows: Sequence[Row], item: QAItem, max_new_tokens: int = 4
-) -> torch.Tensor:
-    """(G,) `logodds_contrast_reward` with the item's own log-odds read from a random half of each
-    rollout's kept tokens; the counterfactual charge still sees them all.
-
-    Why: with its answer read from everything it keeps, a rollout is paid as soon as a few of its
-    tokens show the asked object, and the rest of its budget is free to go anywhere. Read from a
-    random half, the answer survives only when the asked object fills most of the kept set, so the
-    reward pays for evidence kept redundantly: what the top of a ranking needs at a ratio smaller
-    than the one trained. The halves are drawn from a generator seeded by the item's id
-    (`item_generator`), so the reward is deterministic.
-    """
-    generator = item_generator(item, "logodds_redundant")
-    halves = [(prompt, random_half(keep, generator), extra) for prompt, keep, extra in rows]
-    own = logodds_reward(adapter, halves, item)
-    return own - _counterfactual_lift(adapter, rows, item)
+    return own - (lift - chance)
 
 
 def _generated(fn: TextReward) -> Callable[..., torch.Tensor]:
@@ -214,7 +170,6 @@ REWARDS: dict[str, Reward] = {
     "dense": Reward(dense_reward),
     "logodds": Reward(logodds_reward, success=torch.sigmoid),
     "logodds_contrast": Reward(logodds_contrast_reward, success=torch.sigmoid),
-    "logodds_redundant": Reward(logodds_redundant_reward, success=torch.sigmoid),
 }
 
 
